@@ -1,0 +1,73 @@
+"""Embeddings → serialized ``tf.train.Example`` records, a batch at a time.
+
+Builds one Arrow RecordBatch per batch of embeddings straight from numpy (no
+per-float Python work) and serializes it with tfx-bsl's C++
+``RecordBatchToExamplesEncoder``; the feature keys come from ``pipeline.schema``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline import schema
+from transforms.records import Embedding
+
+
+def _list_column(values: np.ndarray, lengths: Sequence[int]) -> pa.Array:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def _scalar_column(values: Sequence[int]) -> pa.Array:
+    return _list_column(np.asarray(values, dtype=np.int64), [1] * len(values))
+
+
+def embeddings_to_record_batch(
+    embeddings: Sequence[Embedding], outputs: Sequence[str]
+) -> pa.RecordBatch:
+    """One Arrow row per embedding, one list column per output feature."""
+    features = [e.features for e in embeddings]
+    lengths = [f.sequence_length for f in features]
+    hidden = [int(e.sequence_output.shape[-1]) for e in embeddings]
+    ids = pa.LargeListArray.from_arrays(
+        pa.array(np.arange(len(features) + 1, dtype=np.int64)),
+        pa.array([f.id.encode("utf-8") for f in features], type=pa.large_binary()),
+    )
+    columns = {
+        schema.ID: ids,
+        schema.WINDOW: _scalar_column([f.window for f in features]),
+        schema.TOKEN_OFFSET: _scalar_column([f.token_offset for f in features]),
+        schema.SEQUENCE_LENGTH: _scalar_column(lengths),
+        schema.INPUT_IDS: _list_column(
+            np.concatenate([f.input_ids for f in features]).astype(np.int64), lengths),
+        schema.SEGMENT_IDS: _list_column(
+            np.concatenate([f.segment_ids for f in features]).astype(np.int64), lengths),
+        schema.HIDDEN_SIZE: _scalar_column(hidden),
+    }
+    if schema.POOLED in outputs:
+        pooled = np.stack([e.pooled_output for e in embeddings]).astype(np.float32, copy=False)
+        columns[schema.POOLED_OUTPUT] = _list_column(pooled.reshape(-1), hidden)
+    if schema.SEQUENCE in outputs:
+        sequence = np.concatenate([e.sequence_output.reshape(-1) for e in embeddings])
+        columns[schema.SEQUENCE_OUTPUT] = _list_column(
+            sequence.astype(np.float32, copy=False), [t * h for t, h in zip(lengths, hidden)])
+    return pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
+
+
+class ExampleEncoder:
+    """Serializes batches of embeddings as tf.Example bytes with tfx-bsl."""
+
+    def __init__(self, outputs: Sequence[str]) -> None:
+        from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
+
+        self._outputs = tuple(outputs)
+        self._encoder = RecordBatchToExamplesEncoder()
+
+    def encode(self, embeddings: Sequence[Embedding]) -> list[bytes]:
+        if not embeddings:
+            return []
+        return self._encoder.encode(embeddings_to_record_batch(embeddings, self._outputs))

@@ -1,0 +1,90 @@
+"""bert-beam's command-line options, one PipelineOptions subclass, with typed parsing."""
+
+from __future__ import annotations
+
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.sinks import OUTPUT_COMPRESSIONS
+from pipeline.sources import COMPRESSIONS, DEFAULT_MAX_RECORD_BYTES, INPUT_FORMATS
+from transforms.features import LONG_DOCUMENT_MODES
+
+DEFAULT_MODEL = "https://tfhub.dev/google/bert_cased_L-24_H-1024_A-16/1"
+
+
+def parse_bool(text: str | bool) -> bool:
+    """``true``/``false`` (also 1/0, yes/no), so that "False" is never truthy."""
+    if isinstance(text, bool):
+        return text
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "y"):
+        return True
+    if lowered in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+class BertBeamOptions(PipelineOptions):
+    """Every bert-beam flag; Beam's own options (``--runner`` ...) are parsed beside these."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("bert-beam")
+        group.add_argument("--input", help="File pattern of input documents, local or gs:// "
+                           "(e.g. 'docs/*.jsonl'). Required.")
+        group.add_argument("--output", help="Output prefix; shards are PREFIX-SSSSS-of-NNNNN.tfrecord. "
+                           "Required.")
+        group.add_argument("--model", default=DEFAULT_MODEL,
+                           help="TF Hub handle: tfhub.dev or Kaggle URL, local or gs:// SavedModel "
+                           "folder, or a .tar.gz archive of one.")
+        group.add_argument("--max_seq_length", type=positive_int, default=128,
+                           help="Tokens per sequence including [CLS]/[SEP]; at most the model's "
+                           "position limit.")
+        group.add_argument("--input_format", choices=INPUT_FORMATS, default=None,
+                           help="text (one document per line) or jsonl; default from the extension.")
+        group.add_argument("--id_field", default="id", help="JSON Lines field holding the document id.")
+        group.add_argument("--text_field", default="text", help="JSON Lines field holding the text.")
+        group.add_argument("--text_b_field", default=None,
+                           help="JSON Lines field holding the second text of a pair (optional).")
+        group.add_argument("--long_document", choices=LONG_DOCUMENT_MODES, default="truncate",
+                           help="truncate: keep the first max_seq_length-2 wordpieces; window: "
+                           "overlapping windows covering every wordpiece.")
+        group.add_argument("--doc_stride", type=positive_int, default=None,
+                           help="Wordpieces between window starts (default: half a window).")
+        group.add_argument("--vocab_file", default=None,
+                           help="Override the model's vocab.txt.")
+        group.add_argument("--do_lower_case", type=parse_bool, default=None,
+                           help="Override the model's lower-casing (true|false).")
+        group.add_argument("--outputs", default="pooled,sequence",
+                           help="Comma-separated outputs to write: pooled, sequence.")
+        group.add_argument("--dead_letter", default=None,
+                           help="Prefix for rejected records (JSON Lines); default "
+                           "DIR/dead_letter/NAME beside --output DIR/NAME.")
+        group.add_argument("--compression", choices=sorted(COMPRESSIONS), default="auto",
+                           help="Input decompression: auto (from the extension), gzip or none.")
+        group.add_argument("--output_compression", choices=sorted(OUTPUT_COMPRESSIONS), default="none",
+                           help="Output shard compression: none or gzip (.tfrecord.gz).")
+        group.add_argument("--num_shards", type=int, default=0,
+                           help="Output shards; 0 lets the runner decide.")
+        group.add_argument("--signature", default=None,
+                           help="SavedModel signature to call (default: tokens for TF1 Hub modules, "
+                           "the TF2 BERT call, else serving_default).")
+        group.add_argument("--signature_tensors", default=None,
+                           help="Map pipeline tensors to signature tensors: "
+                           "input_ids=X,input_mask=Y,segment_ids=Z,pooled_output=P,sequence_output=S.")
+        group.add_argument("--batch_size", type=positive_int, default=32,
+                           help="Largest number of sequences per model call.")
+        group.add_argument("--large_model", type=parse_bool, nargs="?", const=True, default=False,
+                           help="Share one model copy across the SDK processes of a worker.")
+        group.add_argument("--model_copies", type=positive_int, default=None,
+                           help="Exact number of model copies per worker (implies sharing).")
+        group.add_argument("--max_record_bytes", type=positive_int, default=DEFAULT_MAX_RECORD_BYTES,
+                           help="Largest input record (line) accepted; longer ones are dead-lettered.")

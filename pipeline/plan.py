@@ -1,0 +1,190 @@
+"""Checks a run's configuration before any work starts and resolves it into a RunPlan."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import schema
+from pipeline.options import BertBeamOptions
+from pipeline.sinks import default_dead_letter_prefix
+from pipeline.sources import InputConfig
+from transforms.embed import TokenizerConfig
+from transforms.features import FeatureConfig, pad_batch
+from transforms.model_loading import LoadedBert, ModelConfig, ModelError, parse_tensor_names
+from transforms.records import Features
+from transforms.tokenization import FullTokenizer, read_vocab_file
+
+_LOG = logging.getLogger(__name__)
+
+
+class ConfigurationError(ValueError):
+    """The run cannot start; the message tells the user what to change."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the pipeline needs, resolved and validated."""
+
+    input_pattern: str
+    input_config: InputConfig
+    output_prefix: str
+    dead_letter_prefix: str
+    outputs: tuple[str, ...]
+    output_compression: str
+    num_shards: int
+    model_config: ModelConfig
+    model_description: str
+    tokenizer_config: TokenizerConfig
+    feature_config: FeatureConfig
+    hidden_size: int
+    batch_size: int
+    large_model: bool
+    model_copies: int | None
+    input_files: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.input_files} input file(s) matching {self.input_pattern}; model: "
+            f"{self.model_description}; hidden size {self.hidden_size}; max_seq_length "
+            f"{self.feature_config.max_seq_length}, {self.feature_config.long_document}; "
+            f"vocab of {len(self.tokenizer_config.vocab_lines)} tokens, "
+            f"do_lower_case={self.tokenizer_config.do_lower_case}; outputs "
+            f"{','.join(self.outputs)} → {self.output_prefix}; dead letters → {self.dead_letter_prefix}"
+        )
+
+
+def _count_input_files(pattern: str) -> int:
+    try:
+        matched = FileSystems.match([pattern])[0].metadata_list
+    except Exception as error:  # filesystems raise their own types for bad paths or buckets
+        raise ConfigurationError(f"Cannot list --input {pattern!r}: {error}") from error
+    if not matched:
+        raise ConfigurationError(f"No file matches --input {pattern!r}.")
+    return len(matched)
+
+
+def _check_writable(prefix: str) -> None:
+    """Writes and deletes a probe file in the output folder (never under the prefix itself)."""
+    directory = posixpath.dirname(prefix) or "."
+    probe = FileSystems.join(directory, f".bert-beam-write-check-{uuid.uuid4().hex}")
+    try:
+        if "://" not in directory:
+            FileSystems.mkdirs(directory) if not FileSystems.exists(directory) else None
+        with FileSystems.create(probe) as handle:
+            handle.write(b"ok")
+        FileSystems.delete([probe])
+    except Exception as error:  # any filesystem failure means "cannot write there"
+        raise ConfigurationError(f"Cannot write to {directory!r}: {error}") from error
+
+
+def _tokenizer_config(options: BertBeamOptions, model: LoadedBert) -> TokenizerConfig:
+    model_vocab, model_lower = model.tokenizer_source()
+    vocab_path = options.vocab_file or model_vocab
+    do_lower_case = options.do_lower_case if options.do_lower_case is not None else model_lower
+    if vocab_path is None or do_lower_case is None:
+        missing = [name for name, value in (("--vocab_file", vocab_path),
+                                            ("--do_lower_case", do_lower_case)) if value is None]
+        raise ConfigurationError(
+            f"The model declares no {' and no '.join(m.removeprefix('--') for m in missing)} "
+            f"(it has no tokenization_info signature, vocab_file attribute or assets/vocab.txt). "
+            f"It is {model.describe()}. Pass {' and '.join(missing)}."
+        )
+    if model_lower is not None and do_lower_case != model_lower:
+        _LOG.warning("--do_lower_case=%s overrides the model's own do_lower_case=%s.",
+                     do_lower_case, model_lower)
+    try:
+        vocab_lines = read_vocab_file(vocab_path)
+        FullTokenizer(vocab_lines, do_lower_case)
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"Cannot use vocab file {vocab_path!r}: {error}") from error
+    return TokenizerConfig(vocab_lines=vocab_lines, do_lower_case=do_lower_case)
+
+
+def _probe_hidden_size(model: LoadedBert, tokenizer: TokenizerConfig, outputs: tuple[str, ...]) -> int:
+    """Runs [CLS] (last vocab id) [SEP] through the model: proves it answers and the vocab fits."""
+    full = FullTokenizer(tokenizer.vocab_lines, tokenizer.do_lower_case)
+    ids = np.array([full.cls_id, len(tokenizer.vocab_lines) - 1, full.sep_id], np.int32)
+    probe = Features("probe", ids, np.zeros(3, np.int32))
+    try:
+        result = model(pad_batch([probe], 3))
+    except Exception as error:  # TF raises many types; any failure here is a misconfiguration
+        raise ConfigurationError(
+            f"The model failed on a probe batch (is the vocab of {len(tokenizer.vocab_lines)} tokens "
+            f"the model's own?): {type(error).__name__}: {str(error)[:500]}"
+        ) from error
+    if schema.POOLED in outputs and "pooled_output" not in result:
+        raise ConfigurationError("--outputs asks for pooled but the model signature has no pooled "
+                                 "output; use --outputs sequence or map one with --signature_tensors.")
+    return int(result["sequence_output"].shape[-1])
+
+
+def prepare_run(options: BertBeamOptions) -> RunPlan:
+    """Validates every option and the model; raises ConfigurationError with a clear message."""
+    for flag in ("input", "output"):
+        if not getattr(options, flag):
+            raise ConfigurationError(f"--{flag} is required.")
+    try:
+        outputs = schema.parse_outputs(options.outputs)
+        feature_config = FeatureConfig(
+            max_seq_length=options.max_seq_length,
+            long_document=options.long_document,
+            doc_stride=options.doc_stride,
+        )
+        model_config = ModelConfig(
+            handle=options.model,
+            signature=options.signature,
+            tensor_names=parse_tensor_names(options.signature_tensors),
+        )
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from error
+    input_files = _count_input_files(options.input)
+    _check_writable(options.output)
+    try:
+        model = LoadedBert(model_config)
+    except ModelError as error:
+        raise ConfigurationError(str(error)) from error
+    except Exception as error:  # loading raises TF, IO and hub errors alike
+        raise ConfigurationError(
+            f"Cannot load model {options.model!r}: {type(error).__name__}: {str(error)[:500]}"
+        ) from error
+    if model.max_positions is not None and options.max_seq_length > model.max_positions:
+        raise ConfigurationError(
+            f"--max_seq_length {options.max_seq_length} is over the model's limit of "
+            f"{model.max_positions} positions."
+        )
+    try:
+        tokenizer_config = _tokenizer_config(options, model)
+    except ModelError as error:
+        raise ConfigurationError(str(error)) from error
+    hidden_size = _probe_hidden_size(model, tokenizer_config, outputs)
+    return RunPlan(
+        input_pattern=options.input,
+        input_config=InputConfig(
+            input_format=options.input_format,
+            id_field=options.id_field,
+            text_field=options.text_field,
+            text_b_field=options.text_b_field,
+            compression=options.compression,
+            max_record_bytes=options.max_record_bytes,
+        ),
+        output_prefix=options.output,
+        dead_letter_prefix=options.dead_letter or default_dead_letter_prefix(options.output),
+        outputs=outputs,
+        output_compression=options.output_compression,
+        num_shards=options.num_shards,
+        model_config=model_config,
+        model_description=model.describe(),
+        tokenizer_config=tokenizer_config,
+        feature_config=feature_config,
+        hidden_size=hidden_size,
+        batch_size=options.batch_size,
+        large_model=options.large_model,
+        model_copies=options.model_copies,
+        input_files=input_files,
+    )

@@ -1,0 +1,130 @@
+"""Writes embeddings as sharded TFRecords, the schema beside them, and dead letters.
+
+All three use Beam's file sinks, which write to temporary files and rename
+them into place when the run finalises.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterator, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.metrics import Metrics
+
+from pipeline import schema
+from pipeline.encoding import ExampleEncoder
+from transforms import counters
+from transforms.records import Embedding, Rejected
+
+OUTPUT_COMPRESSIONS = {"none": CompressionTypes.UNCOMPRESSED, "gzip": CompressionTypes.GZIP}
+DEAD_LETTER_SUFFIX = ".jsonl"
+_ENCODE_BATCH = 64
+
+
+def shard_suffix(output_compression: str) -> str:
+    """``.tfrecord``, or ``.tfrecord.gz`` for gzip-compressed shards."""
+    return schema.SHARD_SUFFIX + (".gz" if output_compression == "gzip" else "")
+
+
+def default_dead_letter_prefix(output_prefix: str) -> str:
+    """``DIR/dead_letter/NAME`` for ``--output DIR/NAME``: beside the output, not under its prefix."""
+    directory, name = posixpath.split(output_prefix)
+    return posixpath.join(directory, "dead_letter", name)
+
+
+class _EncodeExamples(beam.DoFn):
+    """Batches of Embeddings → serialized tf.Examples; counts what is written."""
+
+    def __init__(self, outputs: Sequence[str]) -> None:
+        self._outputs = tuple(outputs)
+        self._encoder: ExampleEncoder | None = None
+        self._records = Metrics.counter(counters.NAMESPACE, counters.RECORDS_WRITTEN)
+        self._documents = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_EMBEDDED)
+
+    def setup(self) -> None:
+        self._encoder = ExampleEncoder(self._outputs)
+
+    def process(self, batch: Sequence[Embedding]) -> Iterator[bytes]:
+        encoded = self._encoder.encode(batch)
+        self._records.inc(len(encoded))
+        self._documents.inc(sum(1 for e in batch if e.features.window == 0))
+        yield from encoded
+
+
+class WriteEmbeddings(beam.PTransform):
+    """Embeddings → ``PREFIX-SSSSS-of-NNNNN.tfrecord[.gz]`` plus ``PREFIX.schema.pbtxt``."""
+
+    def __init__(
+        self,
+        output_prefix: str,
+        outputs: Sequence[str],
+        hidden_size: int,
+        output_compression: str = "none",
+        num_shards: int = 0,
+    ) -> None:
+        super().__init__()
+        self._prefix = output_prefix
+        self._outputs = tuple(outputs)
+        self._hidden_size = hidden_size
+        self._compression = output_compression
+        self._num_shards = num_shards
+
+    def expand(self, embeddings):
+        written = (
+            embeddings
+            | "BatchForEncoding" >> beam.BatchElements(min_batch_size=1, max_batch_size=_ENCODE_BATCH)
+            | "EncodeExamples" >> beam.ParDo(_EncodeExamples(self._outputs))
+            | "WriteTFRecords" >> beam.io.WriteToTFRecord(
+                self._prefix,
+                file_name_suffix=shard_suffix(self._compression),
+                num_shards=self._num_shards,
+                compression_type=OUTPUT_COMPRESSIONS[self._compression],
+            )
+        )
+        schema_file = (
+            embeddings.pipeline
+            | "CreateSchema" >> beam.Create([schema.schema_text(self._outputs, self._hidden_size)])
+            | "WriteSchema" >> beam.io.WriteToText(
+                self._prefix + schema.SCHEMA_SUFFIX.removesuffix(".pbtxt"),
+                file_name_suffix=".pbtxt",
+                shard_name_template="",
+                num_shards=1,
+            )
+        )
+        return {"shards": written, "schema": schema_file}
+
+
+def rejected_to_json(rejected: Rejected) -> str:
+    """One dead-letter line: where the record came from, why it was rejected, an excerpt."""
+    return json.dumps(
+        {"source": rejected.source, "stage": rejected.stage, "reason": rejected.reason,
+         "raw": rejected.raw},
+        ensure_ascii=False,
+    )
+
+
+class _CountAndFormatRejected(beam.DoFn):
+    def __init__(self) -> None:
+        self._rejected = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_REJECTED)
+
+    def process(self, rejected: Rejected) -> Iterator[str]:
+        self._rejected.inc()
+        yield rejected_to_json(rejected)
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Rejected → ``PREFIX-SSSSS-of-NNNNN.jsonl``, counted as ``documents_rejected``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self._prefix = prefix
+
+    def expand(self, rejected):
+        return (
+            rejected
+            | "ToJson" >> beam.ParDo(_CountAndFormatRejected())
+            | "WriteJsonLines" >> beam.io.WriteToText(self._prefix, file_name_suffix=DEAD_LETTER_SUFFIX)
+        )

@@ -1,0 +1,27 @@
+"""Names of the Beam counters every stage reports, and their namespace."""
+
+NAMESPACE = "bert_beam"
+
+DOCUMENTS_READ = "documents_read"
+FILES_READ = "files_read"
+DOCUMENTS_EMBEDDED = "documents_embedded"
+DOCUMENTS_REJECTED = "documents_rejected"
+DOCUMENTS_TRUNCATED = "documents_truncated"
+DOCUMENTS_WINDOWED = "documents_windowed"
+WINDOWS = "windows"
+RECORDS_WRITTEN = "records_written"
+REAL_TOKENS = "real_tokens"
+PADDED_TOKENS = "padded_tokens"
+MODEL_LOAD_MS = "model_load_ms"
+
+SUMMARY_COUNTERS = (
+    DOCUMENTS_READ,
+    DOCUMENTS_EMBEDDED,
+    DOCUMENTS_REJECTED,
+    DOCUMENTS_TRUNCATED,
+    DOCUMENTS_WINDOWED,
+    WINDOWS,
+    RECORDS_WRITTEN,
+    REAL_TOKENS,
+    PADDED_TOKENS,
+)

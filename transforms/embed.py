@@ -1,0 +1,113 @@
+"""Documents → Embeddings: tokenize, batch, RunInference; failures become Rejected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+
+from transforms import counters
+from transforms.features import FeatureConfig, document_features
+from transforms.model_handler import BertModelHandler
+from transforms.records import REJECTED_TAG, Document, Embedding, Features, Rejected, excerpt
+from transforms.tokenization import FullTokenizer
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """The vocabulary (as lines) and casing, resolved from the model before the run."""
+
+    vocab_lines: tuple[str, ...]
+    do_lower_case: bool
+
+
+class _TokenizeDocument(beam.DoFn):
+    """Document → Features (one per window); a document without wordpieces is rejected."""
+
+    def __init__(self, tokenizer: TokenizerConfig, features: FeatureConfig) -> None:
+        self._tokenizer_config = tokenizer
+        self._feature_config = features
+        self._tokenizer: FullTokenizer | None = None
+        self._truncated = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_TRUNCATED)
+        self._windowed = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_WINDOWED)
+        self._windows = Metrics.counter(counters.NAMESPACE, counters.WINDOWS)
+
+    def setup(self) -> None:
+        self._tokenizer = FullTokenizer(
+            self._tokenizer_config.vocab_lines, self._tokenizer_config.do_lower_case
+        )
+
+    def process(self, document: Document) -> Iterator:
+        try:
+            features = list(document_features(document, self._tokenizer, self._feature_config))
+        except (ValueError, KeyError, RecursionError) as error:
+            yield beam.pvalue.TaggedOutput(REJECTED_TAG, Rejected(
+                document.source, excerpt(document.text), f"tokenization failed: {error}", "tokenize"))
+            return
+        if features[0].sequence_length == 2:
+            yield beam.pvalue.TaggedOutput(REJECTED_TAG, Rejected(
+                document.source, excerpt(document.text),
+                "text has no wordpieces after BERT's cleaning (only control or whitespace characters)",
+                "tokenize"))
+            return
+        if features[0].truncated:
+            self._truncated.inc()
+        if len(features) > 1:
+            self._windowed.inc()
+        self._windows.inc(len(features))
+        for feature in features:
+            yield feature.key, feature
+
+
+def _to_embedding(keyed: tuple[str, PredictionResult]) -> Embedding:
+    _, result = keyed
+    return Embedding(
+        features=result.example,
+        pooled_output=result.inference["pooled_output"],
+        sequence_output=result.inference["sequence_output"],
+    )
+
+
+def _failed_batch_to_rejected(failure: tuple[Sequence[tuple[str, Features]], BaseException]):
+    batch, error = failure
+    for _, features in batch:
+        yield Rejected(
+            features.source,
+            f"{features.key} ({features.sequence_length} tokens)",
+            f"inference failed: {type(error).__name__}: {str(error)[:500]}",
+            "inference",
+        )
+
+
+class EmbedDocuments(beam.PTransform):
+    """Documents → Embeddings (main) and Rejected (tagged ``rejected``).
+
+    Tokenizes with the model's own WordPiece vocabulary, builds google-research/bert
+    features, batches them and runs the model with Beam RunInference.
+    """
+
+    def __init__(
+        self,
+        tokenizer: TokenizerConfig,
+        features: FeatureConfig,
+        model_handler: BertModelHandler,
+    ) -> None:
+        super().__init__()
+        self._tokenizer = tokenizer
+        self._features = features
+        self._model_handler = model_handler
+
+    def expand(self, documents):
+        tokenized = documents | "Tokenize" >> beam.ParDo(
+            _TokenizeDocument(self._tokenizer, self._features)
+        ).with_outputs(REJECTED_TAG, main="features")
+        inferred, failures = tokenized.features | "RunInference" >> RunInference(
+            KeyedModelHandler(self._model_handler)
+        ).with_exception_handling()
+        embeddings = inferred | "ToEmbedding" >> beam.Map(_to_embedding)
+        failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch_to_rejected)
+        rejected = (tokenized[REJECTED_TAG], failed) | "MergeRejected" >> beam.Flatten()
+        return {"embeddings": embeddings, REJECTED_TAG: rejected}

@@ -1,0 +1,87 @@
+"""The RunInference ModelHandler that applies a BERT SavedModel to batches of Features."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from transforms import counters
+from transforms.features import pad_batch
+from transforms.model_loading import LoadedBert, ModelConfig
+from transforms.records import Features
+
+_LOG = logging.getLogger(__name__)
+
+
+class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
+    """Loads the model once per worker process and runs padded int32 batches through it.
+
+    Each result's ``inference`` holds numpy arrays for the record's real tokens
+    only: ``pooled_output`` [H] and ``sequence_output`` [T, H].
+    """
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        max_seq_length: int,
+        *,
+        min_batch_size: int = 1,
+        max_batch_size: int = 32,
+        large_model: bool = False,
+        model_copies: int | None = None,
+    ) -> None:
+        super().__init__(
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+            large_model=large_model,
+            model_copies=model_copies,
+        )
+        self._model_config = model_config
+        self._max_seq_length = max_seq_length
+        self._real_tokens = Metrics.counter(counters.NAMESPACE, counters.REAL_TOKENS)
+        self._padded_tokens = Metrics.counter(counters.NAMESPACE, counters.PADDED_TOKENS)
+        self._model_load_ms = Metrics.distribution(counters.NAMESPACE, counters.MODEL_LOAD_MS)
+
+    def load_model(self) -> LoadedBert:
+        start = time.perf_counter()
+        model = LoadedBert(self._model_config)
+        elapsed_ms = int((time.perf_counter() - start) * 1000)
+        self._model_load_ms.update(elapsed_ms)
+        _LOG.info("Loaded %s in %d ms.", model.describe(), elapsed_ms)
+        return model
+
+    def run_inference(
+        self,
+        batch: Sequence[Features],
+        model: LoadedBert,
+        inference_args: Mapping[str, Any] | None = None,
+    ) -> list[PredictionResult]:
+        arrays = pad_batch(batch, self._max_seq_length)
+        outputs = model(arrays)
+        real = int(arrays["input_mask"].sum())
+        self._real_tokens.inc(real)
+        self._padded_tokens.inc(arrays["input_mask"].size - real)
+        pooled = outputs.get("pooled_output")
+        sequence = outputs["sequence_output"]
+        return [
+            PredictionResult(
+                features,
+                {
+                    "pooled_output": None if pooled is None else pooled[row],
+                    "sequence_output": np.ascontiguousarray(sequence[row, : features.sequence_length]),
+                },
+            )
+            for row, features in enumerate(batch)
+        ]
+
+    def get_num_bytes(self, batch: Sequence[Features]) -> int:
+        return sum(f.input_ids.nbytes + f.segment_ids.nbytes for f in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return counters.NAMESPACE

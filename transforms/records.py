@@ -1,0 +1,73 @@
+"""The typed records that flow between pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+REJECTED_TAG = "rejected"
+EXCERPT_CHARS = 1000
+
+
+def excerpt(raw: bytes | str, limit: int = EXCERPT_CHARS) -> str:
+    """A bounded, printable excerpt of a raw record for dead letters and logs."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more chars]"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One validated input text (or text pair) with its id and source location."""
+
+    id: str
+    text: str
+    source: str
+    text_b: str | None = None
+
+
+@dataclass(frozen=True)
+class Features:
+    """Model inputs for one document window, unpadded: real tokens only.
+
+    ``input_ids`` and ``segment_ids`` hold ``[CLS] ... [SEP]`` exactly as
+    google-research/bert builds them; padding to the batch length happens when
+    the batch is assembled. ``token_offset`` is the position of the window's
+    first wordpiece in the document's full wordpiece list.
+    """
+
+    id: str
+    input_ids: np.ndarray
+    segment_ids: np.ndarray
+    window: int = 0
+    token_offset: int = 0
+    truncated: bool = False
+    source: str = ""
+
+    @property
+    def sequence_length(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def key(self) -> str:
+        """Unique per record: the document id and window index."""
+        return f"{self.id}#{self.window}"
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """The model outputs for one document window, real tokens only."""
+
+    features: Features
+    pooled_output: np.ndarray | None
+    sequence_output: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that could not be processed, and why."""
+
+    source: str
+    raw: str
+    reason: str
+    stage: str
