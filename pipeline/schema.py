@@ -72,6 +72,8 @@ def build_schema(outputs: Sequence[str], hidden_size: int):
     add(INPUT_IDS, schema_pb2.INT, None, "Wordpiece ids, sequence_length values.")
     add(SEGMENT_IDS, schema_pb2.INT, None, "Segment ids (0 for text A, 1 for text B).")
     add(HIDDEN_SIZE, schema_pb2.INT, 1, "Width of the model's outputs.")
+    hidden = next(feature for feature in schema.feature if feature.name == HIDDEN_SIZE)
+    hidden.int_domain.min = hidden.int_domain.max = hidden_size
     if POOLED in outputs:
         add(POOLED_OUTPUT, schema_pb2.FLOAT, hidden_size, "The model's pooled_output.")
     if SEQUENCE in outputs:

@@ -1,0 +1,120 @@
+"""Reads bert-beam output back: numpy records, or a tf.data pipeline with a parse spec.
+
+Everything derives from the schema written beside the shards
+(``PREFIX.schema.pbtxt``): which outputs the run wrote and the hidden size.
+
+    from pipeline.reader import read_embeddings
+    for record in read_embeddings("out/emb"):
+        record.id, record.pooled_output.shape, record.sequence_output.shape  # [H], [T, H]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline import schema
+
+SHARD_PATTERN = "-?????-of-?????" + schema.SHARD_SUFFIX
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """What a run wrote: its output kinds and the width of its vectors."""
+
+    outputs: tuple[str, ...]
+    hidden_size: int
+
+
+@dataclass(frozen=True)
+class EmbeddingRecord:
+    """One output record as numpy arrays; sequence_output is [sequence_length, hidden_size]."""
+
+    id: str
+    window: int
+    token_offset: int
+    sequence_length: int
+    input_ids: np.ndarray
+    segment_ids: np.ndarray
+    hidden_size: int
+    pooled_output: np.ndarray | None
+    sequence_output: np.ndarray | None
+
+
+def load_layout(prefix: str) -> OutputLayout:
+    """Reads ``PREFIX.schema.pbtxt`` and says which outputs it declares and their width."""
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    with tf.io.gfile.GFile(prefix + schema.SCHEMA_SUFFIX, "r") as handle:
+        parsed = text_format.Parse(handle.read(), schema_pb2.Schema())
+    names = {feature.name: feature for feature in parsed.feature}
+    outputs = tuple(kind for kind, key in schema.OUTPUT_FEATURES.items() if key in names)
+    return OutputLayout(outputs=outputs, hidden_size=int(names[schema.HIDDEN_SIZE].int_domain.max))
+
+
+def feature_spec(outputs: tuple[str, ...], hidden_size: int) -> dict:
+    """The ``tf.io.parse_example`` spec of the records a run with ``outputs`` writes."""
+    import tensorflow as tf
+
+    spec = {schema.ID: tf.io.FixedLenFeature([], tf.string)}
+    for key in schema.SCALAR_INT_FEATURES:
+        spec[key] = tf.io.FixedLenFeature([], tf.int64)
+    for key in schema.TOKEN_INT_FEATURES:
+        spec[key] = tf.io.RaggedFeature(tf.int64)
+    if schema.POOLED in outputs:
+        spec[schema.POOLED_OUTPUT] = tf.io.FixedLenFeature([hidden_size], tf.float32)
+    if schema.SEQUENCE in outputs:
+        spec[schema.SEQUENCE_OUTPUT] = tf.io.RaggedFeature(tf.float32)
+    return spec
+
+
+def shard_files(prefix: str) -> list[str]:
+    """The output shards of ``prefix``, compressed or not, sorted."""
+    import tensorflow as tf
+
+    return sorted(tf.io.gfile.glob(prefix + SHARD_PATTERN) + tf.io.gfile.glob(prefix + SHARD_PATTERN + ".gz"))
+
+
+def make_dataset(prefix: str, layout: OutputLayout | None = None):
+    """A tf.data.Dataset of parsed records; ``sequence_output`` reshaped to [T, H]."""
+    import tensorflow as tf
+
+    layout = layout or load_layout(prefix)
+    files = shard_files(prefix)
+    if not files:
+        raise FileNotFoundError(f"No shards match {prefix}{SHARD_PATTERN}[.gz].")
+    spec = feature_spec(layout.outputs, layout.hidden_size)
+    compressions = {"GZIP" if name.endswith(".gz") else "" for name in files}
+    if len(compressions) > 1:
+        raise ValueError(f"{prefix} mixes compressed and uncompressed shards.")
+    dataset = tf.data.TFRecordDataset(files, compression_type=compressions.pop())
+
+    def parse(serialized):
+        record = tf.io.parse_single_example(serialized, spec)
+        if schema.SEQUENCE_OUTPUT in record:
+            record[schema.SEQUENCE_OUTPUT] = tf.reshape(
+                record[schema.SEQUENCE_OUTPUT], [-1, record[schema.HIDDEN_SIZE]])
+        return record
+
+    return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def read_embeddings(prefix: str) -> Iterator[EmbeddingRecord]:
+    """Every record under ``prefix`` as numpy, shard by shard."""
+    layout = load_layout(prefix)
+    for record in make_dataset(prefix, layout).as_numpy_iterator():
+        yield EmbeddingRecord(
+            id=record[schema.ID].decode("utf-8"),
+            window=int(record[schema.WINDOW]),
+            token_offset=int(record[schema.TOKEN_OFFSET]),
+            sequence_length=int(record[schema.SEQUENCE_LENGTH]),
+            input_ids=record[schema.INPUT_IDS],
+            segment_ids=record[schema.SEGMENT_IDS],
+            hidden_size=int(record[schema.HIDDEN_SIZE]),
+            pooled_output=record.get(schema.POOLED_OUTPUT),
+            sequence_output=record.get(schema.SEQUENCE_OUTPUT),
+        )

@@ -1,0 +1,164 @@
+"""End to end on the DirectRunner: outputs equal direct model calls, nothing is lost."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import pytest
+from helpers import (
+    call_tf1_module_directly,
+    call_tf2_model_directly,
+    dead_letters,
+    padded,
+    run_pipeline,
+    write_jsonl,
+)
+
+from pipeline import schema
+from pipeline.reader import load_layout, make_dataset, read_embeddings
+from transforms.features import FeatureConfig, document_features
+from transforms.records import Document
+from transforms.tokenization import FullTokenizer
+
+MAX_SEQ_LENGTH = 24
+
+GOOD = [
+    {"id": "short", "text": "The dog is hairy."},
+    {"id": "pair", "text": "The quick brown fox", "text_b": "jumps over the lazy dog"},
+    {"id": "long", "text": " ".join(["the dog running fast"] * 30)},
+    {"id": 17, "text": "A cat, a dog and a fox!"},
+    {"id": "unicode", "text": "Héllo wörld — ßtraße 東京 \u200b emoji 🐶"},
+    {"id": "unknown words", "text": "zzzzqqq xylophone pipelines"},
+] + [{"id": f"doc-{i}", "text": f"document {i} is a text with {i % 7} words of data"} for i in range(20)]
+
+BAD = [
+    ("not json at all", "invalid JSON"),
+    ('["a", "list"]', "not an object"),
+    ('{"id": "no-text"}', "missing"),
+    ('{"id": "number-text", "text": 42}', "not a string"),
+    ('{"id": "empty", "text": ""}', "empty"),
+    ('{"id": "blank", "text": "   \\t  "}', "empty"),
+    ('{"id": "controls", "text": "\\u200b\\u0001\\u200d"}', "no wordpieces"),
+    ('{"id": ["bad id"], "text": "fine text"}', "not a string or integer"),
+    (b'{"id": "bad-utf8", "text": "caf\xe9"}', "invalid UTF-8"),
+    ('{"id": "bad-pair", "text": "ok", "text_b": 3}', "not a string"),
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    records = list(GOOD[:10]) + [bad for bad, _ in BAD] + list(GOOD[10:])
+    write_jsonl(folder / "part-1.jsonl", records[:15])
+    write_jsonl(folder / "part-2.jsonl", records[15:])
+    return folder
+
+
+@pytest.fixture(scope="module", params=["tf1_module", "tf2_model"])
+def embedded(request, corpus, tmp_path_factory):
+    model = request.getfixturevalue(request.param)
+    prefix = str(tmp_path_factory.mktemp("out") / "emb")
+    summary = run_pipeline(
+        str(corpus / "*.jsonl"), prefix, model,
+        f"--max_seq_length={MAX_SEQ_LENGTH}", "--text_b_field=text_b", "--long_document=window",
+        "--doc_stride=8", "--batch_size=4",
+    )
+    records = list(read_embeddings(prefix))
+    return request.param, model, prefix, summary, records
+
+
+def test_every_record_is_embedded_or_dead_lettered_exactly_once(embedded):
+    _, _, prefix, summary, records = embedded
+    embedded_ids = sorted({r.id for r in records})
+    assert embedded_ids == sorted(str(doc["id"]) for doc in GOOD)
+    letters = dead_letters(os.path.join(os.path.dirname(prefix), "dead_letter", "emb"))
+    by_source = {os.path.basename(letter["source"]): letter for letter in letters}
+    assert len(by_source) == len(letters) == len(BAD)
+    for index, (raw, reason) in enumerate(BAD):
+        position = len(GOOD[:10]) + index
+        source = f"part-1.jsonl:{position + 1}" if position < 15 else f"part-2.jsonl:{position - 14}"
+        assert reason in by_source[source]["reason"], (raw, by_source[source])
+    assert summary["documents_read"] == len(GOOD) + len(BAD)
+    assert summary["documents_embedded"] == len(GOOD)
+    assert summary["documents_rejected"] == len(BAD)
+    assert summary.accounted
+    assert summary["records_written"] == len(records)
+    keys = [(r.id, r.window) for r in records]
+    assert len(keys) == len(set(keys)), "a record was written twice"
+
+
+def test_outputs_equal_direct_calls_of_the_saved_model(embedded):
+    kind, model, _, _, records = embedded
+    call = call_tf1_module_directly if kind == "tf1_module" else call_tf2_model_directly
+    for record in records:
+        direct = call(model, padded(record.input_ids, record.segment_ids, MAX_SEQ_LENGTH))
+        np.testing.assert_allclose(record.pooled_output, direct["pooled_output"][0], atol=1e-5)
+        np.testing.assert_allclose(
+            record.sequence_output, direct["sequence_output"][0, : record.sequence_length], atol=1e-5)
+        assert record.sequence_output.shape == (record.sequence_length, record.hidden_size)
+
+
+def test_input_ids_are_google_research_bert_features(embedded, vocab_lines):
+    _, _, _, _, records = embedded
+    tokenizer = FullTokenizer(vocab_lines, do_lower_case=True)
+    config = FeatureConfig(MAX_SEQ_LENGTH, "window", 8)
+    by_key = {(r.id, r.window): r for r in records}
+    for doc in GOOD:
+        document = Document(str(doc["id"]), doc["text"], "test", doc.get("text_b"))
+        for features in document_features(document, tokenizer, config):
+            record = by_key[(features.id, features.window)]
+            np.testing.assert_array_equal(record.input_ids, features.input_ids)
+            np.testing.assert_array_equal(record.segment_ids, features.segment_ids)
+            assert record.token_offset == features.token_offset
+    pair = by_key[("pair", 0)]
+    assert set(pair.segment_ids.tolist()) == {0, 1}
+
+
+def test_long_document_windows_cover_every_wordpiece(embedded, vocab_lines):
+    _, _, _, _, records = embedded
+    windows = sorted((r for r in records if r.id == "long"), key=lambda r: r.window)
+    assert len(windows) > 1
+    assert [w.window for w in windows] == list(range(len(windows)))
+    full = FullTokenizer(vocab_lines, True).tokenize_to_ids(GOOD[2]["text"])
+    rebuilt: dict[int, int] = {}
+    for window in windows:
+        for position, token in enumerate(window.input_ids[1:-1]):
+            rebuilt.setdefault(window.token_offset + position, int(token))
+            assert rebuilt[window.token_offset + position] == token
+    assert [rebuilt[i] for i in range(len(full))] == full
+
+
+def test_output_files_are_exactly_shards_and_schema(embedded):
+    _, _, prefix, _, _ = embedded
+    names = sorted(os.path.basename(p) for p in glob.glob(prefix + "*"))
+    shards = [n for n in names if n.endswith(".tfrecord")]
+    assert shards and all(n.startswith("emb-") and "-of-" in n for n in shards)
+    assert set(names) - set(shards) == {"emb" + schema.SCHEMA_SUFFIX}
+
+
+def test_output_reads_back_with_tf_data(embedded):
+    _, _, prefix, _, records = embedded
+    layout = load_layout(prefix)
+    assert layout.outputs == ("pooled", "sequence") and layout.hidden_size == 32
+    parsed = list(make_dataset(prefix).as_numpy_iterator())
+    assert len(parsed) == len(records)
+    for item in parsed:
+        assert item[schema.SEQUENCE_OUTPUT].shape == (item[schema.SEQUENCE_LENGTH], 32)
+        assert item[schema.POOLED_OUTPUT].shape == (32,)
+
+
+def test_text_files_are_one_document_per_line_with_file_line_ids(tmp_path, tf1_module):
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"\xef\xbb\xbfThe dog is hairy.\r\n\r\nA quick fox.\nlast line without newline")
+    prefix = str(tmp_path / "out" / "emb")
+    summary = run_pipeline(str(source), prefix, tf1_module, "--outputs=pooled",
+                           "--output_compression=gzip")
+    records = {r.id: r for r in read_embeddings(prefix)}
+    assert sorted(records) == [f"{source}:1", f"{source}:3", f"{source}:4"]
+    assert records[f"{source}:1"].sequence_output is None
+    assert glob.glob(prefix + "-*-of-*.tfrecord.gz")
+    letters = dead_letters(str(tmp_path / "out" / "dead_letter" / "emb"))
+    assert [d["source"] for d in letters] == [f"{source}:2"]
+    assert summary.accounted and summary["documents_read"] == 4
