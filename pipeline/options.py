@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
 from pipeline.sinks import OUTPUT_COMPRESSIONS
 from pipeline.sources import COMPRESSIONS, DEFAULT_MAX_RECORD_BYTES, INPUT_FORMATS
 from transforms.features import LONG_DOCUMENT_MODES
 
 DEFAULT_MODEL = "https://tfhub.dev/google/bert_cased_L-24_H-1024_A-16/1"
+
+
+class ConfigurationError(ValueError):
+    """The run cannot start; the message tells the user what to change."""
 
 
 def parse_bool(text: str | bool) -> bool:
@@ -88,3 +93,32 @@ class BertBeamOptions(PipelineOptions):
                            help="Exact number of model copies per worker (implies sharing).")
         group.add_argument("--max_record_bytes", type=positive_int, default=DEFAULT_MAX_RECORD_BYTES,
                            help="Largest input record (line) accepted; longer ones are dead-lettered.")
+
+
+def all_options_parser() -> argparse.ArgumentParser:
+    """A parser of bert-beam's flags and every Beam pipeline option, as ``--help`` shows them."""
+    parser = _BeamArgumentParser(
+        prog="bert-beam",
+        allow_abbrev=False,
+        description="Embed documents with a BERT SavedModel on any Apache Beam runner. "
+        "bert-beam's own flags come first; every Beam pipeline option (--runner, "
+        "--direct_num_workers, --project, ...) is accepted too.",
+    )
+    BertBeamOptions._add_argparse_args(parser)
+    classes = {str(cls): cls for cls in PipelineOptions.__subclasses__() if cls is not BertBeamOptions}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def parse_pipeline_options(argv: Sequence[str]) -> PipelineOptions:
+    """Parses the command line; ``--help`` prints every flag, an unknown flag is an error.
+
+    Beam itself only warns about flags it does not know; a typo such as
+    ``--max_seq_lenght`` would then silently run with the default.
+    """
+    _, unknown = all_options_parser().parse_known_args(list(argv))
+    flags = [arg for arg in unknown if arg.startswith("-")]
+    if flags:
+        raise ConfigurationError(f"Unknown flag(s): {' '.join(flags)}. See --help.")
+    return PipelineOptions(list(argv))

@@ -11,7 +11,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import schema
-from pipeline.options import BertBeamOptions
+from pipeline.options import BertBeamOptions, ConfigurationError
 from pipeline.sinks import default_dead_letter_prefix
 from pipeline.sources import InputConfig
 from transforms.embed import TokenizerConfig
@@ -21,10 +21,6 @@ from transforms.records import Features
 from transforms.tokenization import FullTokenizer, read_vocab_file
 
 _LOG = logging.getLogger(__name__)
-
-
-class ConfigurationError(ValueError):
-    """The run cannot start; the message tells the user what to change."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +80,8 @@ def _check_writable(prefix: str) -> None:
 
 
 def _tokenizer_config(options: BertBeamOptions, model: LoadedBert) -> TokenizerConfig:
+    import tensorflow as tf
+
     model_vocab, model_lower = model.tokenizer_source()
     vocab_path = options.vocab_file or model_vocab
     do_lower_case = options.do_lower_case if options.do_lower_case is not None else model_lower
@@ -101,7 +99,7 @@ def _tokenizer_config(options: BertBeamOptions, model: LoadedBert) -> TokenizerC
     try:
         vocab_lines = read_vocab_file(vocab_path)
         FullTokenizer(vocab_lines, do_lower_case)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, tf.errors.OpError) as error:
         raise ConfigurationError(f"Cannot use vocab file {vocab_path!r}: {error}") from error
     return TokenizerConfig(vocab_lines=vocab_lines, do_lower_case=do_lower_case)
 

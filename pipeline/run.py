@@ -13,10 +13,8 @@ import sys
 from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
-
-from pipeline.options import BertBeamOptions
-from pipeline.plan import ConfigurationError, RunPlan, prepare_run
+from pipeline.options import BertBeamOptions, ConfigurationError, parse_pipeline_options
+from pipeline.plan import RunPlan, prepare_run
 from pipeline.sinks import WriteDeadLetters, WriteEmbeddings
 from pipeline.sources import ReadDocuments
 from pipeline.summary import RunSummary, summarize
@@ -52,7 +50,7 @@ def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
 
 def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> RunSummary:
     """Validates the configuration, runs the pipeline to the end and returns its summary."""
-    options = PipelineOptions(list(argv) if argv is not None else sys.argv[1:])
+    options = parse_pipeline_options(list(argv) if argv is not None else sys.argv[1:])
     plan = prepare_run(options.view_as(BertBeamOptions))
     logging.info("bert-beam: %s", plan.describe())
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)

@@ -6,7 +6,8 @@ are applied here and nowhere else, once, on first use:
 
 * ``bert.modeling`` (imported by ``run_classifier``) does ``from tensorflow.contrib import layers``;
   ``tensorflow.contrib`` is gone in TF2. Only ``modeling.layer_norm`` uses it, which feature
-  conversion never calls, so an empty stand-in module is enough.
+  conversion never calls, so an empty stand-in module is enough. It is registered for that import
+  only, so that code probing for TF1's contrib elsewhere in the process still finds none.
 * ``bert.tokenization`` reads the absl flag ``--preserve_unused_tokens`` on every call, and absl
   refuses to read flags before they are parsed. Marking the flags parsed keeps its default, False,
   which is the behaviour of every released BERT model.
@@ -23,18 +24,15 @@ _UNLOGGED_EXAMPLE_INDEX = 5
 _LABEL = "0"
 
 
-def _stub_tensorflow_contrib() -> None:
-    if "tensorflow.contrib" not in sys.modules:
-        contrib = types.ModuleType("tensorflow.contrib")
-        contrib.layers = types.ModuleType("tensorflow.contrib.layers")
-        sys.modules["tensorflow.contrib"] = contrib
-
-
 @functools.cache
 def _original_modules() -> tuple[types.ModuleType, types.ModuleType]:
-    _stub_tensorflow_contrib()
-    from bert import run_classifier, tokenization
-
+    contrib = types.ModuleType("tensorflow.contrib")
+    contrib.layers = types.ModuleType("tensorflow.contrib.layers")
+    sys.modules["tensorflow.contrib"] = contrib
+    try:
+        from bert import run_classifier, tokenization
+    finally:
+        del sys.modules["tensorflow.contrib"]
     tokenization.FLAGS.mark_as_parsed()
     return tokenization, run_classifier
 

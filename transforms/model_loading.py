@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping
@@ -77,9 +78,13 @@ def _safe_extract(archive: str, target: str) -> None:
     with tarfile.open(archive, "r:*") as tar:
         members = tar.getmembers()
         for member in members:
+            parts = member.name.replace("\\", "/").split("/")
+            if member.name.startswith(("/", "\\")) or ".." in parts:
+                raise ModelError(f"{archive} holds an entry outside its folder: {member.name!r}.")
             total += max(member.size, 0)
             if total > MAX_ARCHIVE_BYTES:
                 raise ModelError(f"{archive} unpacks to more than {MAX_ARCHIVE_BYTES} bytes.")
+        # The "data" filter also refuses links out of the target, devices and unsafe modes.
         tar.extractall(target, members=members, filter="data")
 
 
@@ -100,8 +105,11 @@ def resolve_model_path(handle: str) -> str:
         target = os.path.join(cache, digest)
         if not os.path.isdir(target):
             staging = tempfile.mkdtemp(prefix=f"{digest}.", dir=_makedirs(cache))
-            _safe_extract(handle, staging)
-            os.replace(staging, target)
+            try:
+                _safe_extract(handle, staging)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return target
     import tensorflow_hub as hub
 

@@ -1,0 +1,101 @@
+"""Misconfiguration fails before any work starts, with a message a user understands."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import write_jsonl
+
+from pipeline.options import BertBeamOptions, ConfigurationError, all_options_parser, parse_bool
+from pipeline.plan import prepare_run
+from pipeline.run import main
+
+
+def _options(*argv: str) -> BertBeamOptions:
+    return BertBeamOptions(list(argv))
+
+
+@pytest.fixture()
+def docs(tmp_path):
+    return str(write_jsonl(tmp_path / "docs.jsonl", [{"id": "1", "text": "the dog"}]))
+
+
+def _prepare(docs, model, tmp_path, *extra):
+    return prepare_run(_options(f"--input={docs}", f"--output={tmp_path}/out/emb", f"--model={model}",
+                                *extra))
+
+
+def test_a_valid_configuration_resolves_the_model_tokenizer_and_hidden_size(docs, tf1_module, tmp_path):
+    plan = _prepare(docs, tf1_module, tmp_path)
+    assert plan.hidden_size == 32
+    assert plan.tokenizer_config.do_lower_case is True
+    assert plan.input_files == 1
+    assert plan.dead_letter_prefix == f"{tmp_path}/out/dead_letter/emb"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--max_seq_length=129",), "over the model's limit of 128 positions"),
+    (("--long_document=window", "--max_seq_length=16", "--doc_stride=15"), "doc_stride must be between 1"),
+    (("--outputs=pooled,cls",), "--outputs must list"),
+    (("--signature=serving",), "no signature 'serving'"),
+    (("--vocab_file=/nonexistent/vocab.txt",), "Cannot use vocab file"),
+])
+def test_bad_options_fail_fast(docs, tf1_module, tmp_path, extra, message):
+    with pytest.raises(ConfigurationError, match=message):
+        _prepare(docs, tf1_module, tmp_path, *extra)
+
+
+def test_no_matching_input(tf1_module, tmp_path):
+    with pytest.raises(ConfigurationError, match="No file matches"):
+        _prepare(str(tmp_path / "missing-*.jsonl"), tf1_module, tmp_path)
+
+
+def test_missing_model(docs, tmp_path):
+    with pytest.raises(ConfigurationError, match="Cannot resolve model .*no-model.* does not exist"):
+        _prepare(docs, str(tmp_path / "no-model"), tmp_path)
+
+
+def test_unwritable_output(docs, tf1_module, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(ConfigurationError, match="Cannot write"):
+        prepare_run(_options(f"--input={docs}", f"--output={blocker}/emb", f"--model={tf1_module}"))
+
+
+def test_a_vocab_larger_than_the_model_fails_the_probe(docs, tf1_module, tmp_path, vocab_lines):
+    big_vocab = tmp_path / "vocab.txt"
+    big_vocab.write_text("\n".join(list(vocab_lines) + [f"extra{i}" for i in range(50)]) + "\n")
+    with pytest.raises(ConfigurationError, match="failed on a probe batch"):
+        _prepare(docs, tf1_module, tmp_path, f"--vocab_file={big_vocab}")
+
+
+def test_required_flags(tf1_module):
+    with pytest.raises(ConfigurationError, match="--input is required"):
+        prepare_run(_options(f"--model={tf1_module}", "--output=/tmp/x"))
+
+
+def test_booleans_are_parsed_not_truthy():
+    assert parse_bool("False") is False and parse_bool("true") is True
+    assert _options("--large_model=false").large_model is False
+    assert _options("--large_model").large_model is True
+    assert _options("--do_lower_case=False").do_lower_case is False
+
+
+def test_main_exits_2_with_a_message(tmp_path, tf1_module, capsys):
+    status = main([f"--input={tmp_path}/none.txt", f"--output={tmp_path}/o", f"--model={tf1_module}"])
+    assert status == 2
+    assert "bert-beam: error: No file matches" in capsys.readouterr().err
+
+
+def test_unknown_flags_are_an_error_not_a_silent_default(tmp_path, tf1_module, capsys):
+    status = main([f"--input={tmp_path}/x", f"--output={tmp_path}/o", "--max_seq_lenght=64"])
+    assert status == 2
+    assert "Unknown flag(s): --max_seq_lenght=64" in capsys.readouterr().err
+
+
+def test_help_lists_bert_beam_and_beam_flags():
+    text = all_options_parser().format_help()
+    for flag in ("--input", "--output", "--model", "--max_seq_length", "--id_field", "--text_field",
+                 "--text_b_field", "--long_document", "--doc_stride", "--vocab_file", "--do_lower_case",
+                 "--outputs", "--dead_letter", "--compression", "--signature", "--signature_tensors",
+                 "--runner", "--direct_num_workers"):
+        assert flag in text

@@ -1,0 +1,157 @@
+"""Model resolution, format detection, tokenizer discovery and the handler's contract."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+from helpers import padded
+
+from pipeline.export import archive_module
+from transforms.features import pad_batch
+from transforms.model_handler import BertModelHandler
+from transforms.model_loading import (
+    TF1_HUB,
+    TF2,
+    LoadedBert,
+    ModelConfig,
+    ModelError,
+    parse_tensor_names,
+    resolve_model_path,
+)
+from transforms.records import Features
+
+BATCH = padded([2, 60, 61, 62, 3], [0, 0, 0, 0, 0], 8)
+
+
+def test_tf1_module_is_called_through_tokens_on_the_inference_graph(tf1_module):
+    model = LoadedBert(ModelConfig(tf1_module))
+    assert (model.format, model.entry, model.max_positions) == (TF1_HUB, "tokens", 128)
+    first, second = model(BATCH), model(BATCH)
+    # The module's "train" graph applies dropout: two calls would differ.
+    np.testing.assert_array_equal(first["sequence_output"], second["sequence_output"])
+
+
+def test_train_graph_exists_and_differs_so_the_test_above_can_fail(tf1_module):
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["train"], tf1_module)
+        signature = meta.signature_def["tokens"]
+        feeds = {signature.inputs[k].name: BATCH[k] for k in BATCH}
+        fetch = signature.outputs["sequence_output"].name
+        runs = [session.run(fetch, feed_dict=feeds) for _ in range(2)]
+    assert not np.allclose(runs[0], runs[1])
+
+
+def test_tf1_vocab_path_baked_at_export_resolves_through_the_module_assets(tf1_module, tmp_path):
+    moved = shutil.copytree(tf1_module, tmp_path / "moved")
+    model = LoadedBert(ModelConfig(str(moved)))
+    vocab_path, lower = model.tokenizer_source()
+    assert vocab_path == os.path.join(str(moved), "assets", "vocab.txt")
+    assert lower is True
+
+
+def test_tf2_model_is_called_with_a_dict_and_declares_its_vocab(tf2_model, tf1_module):
+    model = LoadedBert(ModelConfig(tf2_model))
+    assert (model.format, model.entry) == (TF2, "__call__")
+    vocab_path, lower = model.tokenizer_source()
+    assert os.path.exists(vocab_path) and lower is True
+    reference = LoadedBert(ModelConfig(tf1_module))(BATCH)
+    np.testing.assert_allclose(model(BATCH)["pooled_output"], reference["pooled_output"], atol=1e-5)
+
+
+def test_a_custom_signature_is_mapped_with_signature_tensors(tmp_path, model_config, model_weights):
+    import tensorflow as tf
+
+    from transforms.bert_encoder import bert_forward
+
+    spec = tf.TensorSpec([None, None], tf.int64)
+
+    class FineTuned(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights_ = {k: tf.Variable(v) for k, v in model_weights.items()}
+
+        @tf.function(input_signature=[spec, spec, spec])
+        def encode(self, ids, mask, types):
+            pooled, sequence = bert_forward(self.weights_, model_config, ids, mask, types)
+            return {"sentence": pooled, "tokens_out": sequence}
+
+    module = FineTuned()
+    path = str(tmp_path / "finetuned")
+    tf.saved_model.save(module, path, signatures={"encode": module.encode})
+    with pytest.raises(ModelError, match="has no tensor for input_ids.*ids"):
+        LoadedBert(ModelConfig(path, signature="encode"))
+    mapping = parse_tensor_names(
+        "input_ids=ids,input_mask=mask,segment_ids=types,pooled_output=sentence,sequence_output=tokens_out")
+    model = LoadedBert(ModelConfig(path, signature="encode", tensor_names=mapping))
+    outputs = model(BATCH)
+    assert outputs["sequence_output"].shape == (1, 8, 32)
+    assert model.tokenizer_source() == (None, None)
+
+
+def test_unknown_signature_lists_what_the_model_has(tf1_module):
+    with pytest.raises(ModelError, match=r"(?s)no signature 'nope'.*tokens: inputs \['input_ids'"):
+        LoadedBert(ModelConfig(tf1_module, signature="nope"))
+
+
+def test_parse_tensor_names_rejects_unknown_keys():
+    with pytest.raises(ModelError, match="not one of"):
+        parse_tensor_names("token_ids=x")
+    with pytest.raises(ModelError, match="NAME=TENSOR"):
+        parse_tensor_names("input_ids")
+
+
+def test_missing_folder_is_not_a_saved_model(tmp_path):
+    with pytest.raises(ModelError, match="not a SavedModel"):
+        LoadedBert(ModelConfig(str(tmp_path)))
+
+
+def test_tar_gz_archive_is_unpacked_into_the_hub_cache(tf1_module, tmp_path, monkeypatch):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "cache"))
+    archive = archive_module(tf1_module, str(tmp_path / "module.tar.gz"))
+    resolved = resolve_model_path(archive)
+    assert resolved.startswith(str(tmp_path / "cache"))
+    assert os.path.exists(os.path.join(resolved, "tfhub_module.pb"))
+    assert resolve_model_path(archive) == resolved  # unpacked once
+    assert LoadedBert(ModelConfig(archive)).format == TF1_HUB
+
+
+@pytest.mark.parametrize("name, kind", [("../escape.txt", tarfile.REGTYPE), ("/abs.txt", tarfile.REGTYPE),
+                                        ("link", tarfile.SYMTYPE)])
+def test_malicious_archives_are_refused(tmp_path, monkeypatch, name, kind):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "cache"))
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        member = tarfile.TarInfo(name)
+        member.type = kind
+        if kind == tarfile.SYMTYPE:
+            member.linkname = "/etc/passwd"
+            tar.addfile(member)
+        else:
+            member.size = 4
+            tar.addfile(member, io.BytesIO(b"evil"))
+    with pytest.raises((tarfile.TarError, ModelError)):
+        resolve_model_path(str(archive))
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_handler_loads_once_and_results_do_not_depend_on_batch_mates(tf1_module):
+    handler = BertModelHandler(ModelConfig(tf1_module), max_seq_length=16)
+    model = handler.load_model()
+    target = Features("t", np.array([2, 60, 61, 3], np.int32), np.zeros(4, np.int32))
+    others = [Features(f"o{i}", np.array([2] + [50 + i] * (i + 3) + [3], np.int32),
+                       np.zeros(i + 5, np.int32)) for i in range(5)]
+    alone = handler.run_inference([target], model)[0].inference
+    crowded = handler.run_inference(others[:2] + [target] + others[2:], model)[2].inference
+    assert crowded["sequence_output"].shape == (4, 32)
+    np.testing.assert_allclose(alone["sequence_output"], crowded["sequence_output"], atol=1e-5)
+    np.testing.assert_allclose(alone["pooled_output"], crowded["pooled_output"], atol=1e-5)
+    direct = model(pad_batch([target], 16))
+    np.testing.assert_allclose(alone["pooled_output"], direct["pooled_output"][0], atol=1e-6)

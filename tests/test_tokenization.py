@@ -1,0 +1,277 @@
+"""The project's WordPiece tokenizer against google-research/bert's own, token for token.
+
+Every case runs in both cased and uncased mode: the edge-case corpus in
+``data/tokenizer_edge_cases.txt``, hostile texts generated here (NUL, U+FFFD, control
+characters, surrogates, random code points from chosen blocks) and arbitrary text from hypothesis.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference_bert import original_full_tokenizer
+
+from transforms import tokenization
+from transforms.tokenization import FullTokenizer, read_vocab_file
+
+EDGE_CASES_PATH = Path(__file__).parent / "data" / "tokenizer_edge_cases.txt"
+_SPECIAL_TOKENS = ["[PAD]", *(f"[unused{i}]" for i in range(10)), "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_COMMON_PIECES = [
+    "un", "##aff", "##able", "run", "##ning", "##ner", "##s", "##ed", "##ing", "##ly", "##er", "##es",
+    "##tion", "##ment", "##ness", "##ize", "##ization", "token", "word", "##piece", "##pieces",
+]
+_MAX_VOCAB_WORD_CHARS = 20
+
+
+def _read_edge_cases() -> list[tuple[str, str]]:
+    """``(group, text)`` for every case line of the corpus.
+
+    Split on "\\n" only: cases contain U+2028, U+2029 and U+0085, which ``str.splitlines`` would
+    also break on.
+    """
+    cases = []
+    group = ""
+    for line in EDGE_CASES_PATH.read_bytes().decode("utf-8").split("\n"):
+        if line.startswith("# "):
+            group = line[2:]
+        elif line:
+            cases.append((group, line))
+    return cases
+
+
+_CONTROL_CODE_POINTS = [*range(0x01, 0x20), 0x7F, *range(0x80, 0xA0)]
+_RANDOM_BLOCKS = {
+    "latin-1 supplement": (0x00A0, 0x00FF),
+    "latin extended": (0x0100, 0x024F),
+    "combining diacritics": (0x0300, 0x036F),
+    "greek": (0x0370, 0x03FF),
+    "cyrillic": (0x0400, 0x04FF),
+    "arabic": (0x0600, 0x06FF),
+    "devanagari": (0x0900, 0x097F),
+    "thai": (0x0E00, 0x0E7F),
+    "hangul jamo": (0x1100, 0x11FF),
+    "general punctuation": (0x2000, 0x206F),
+    "cjk symbols": (0x3000, 0x303F),
+    "kana": (0x3040, 0x30FF),
+    "cjk unified": (0x4E00, 0x9FFF),
+    "hangul syllables": (0xAC00, 0xD7A3),
+    "cjk compatibility": (0xF900, 0xFAFF),
+    "half and fullwidth": (0xFF00, 0xFFEF),
+    "specials": (0xFFF0, 0xFFFF),
+    "emoji": (0x1F300, 0x1FAFF),
+    "cjk extension b": (0x20000, 0x2A6DF),
+    "tags": (0xE0000, 0xE007F),
+    "controls": (0x0000, 0x009F),
+}
+_RANDOM_STRINGS_PER_BLOCK = 8
+
+
+def _random_block_text(rng: random.Random, first: int, last: int) -> str:
+    """Characters of one block mixed with ASCII letters and spaces, so words form around them."""
+    chars = []
+    for _ in range(rng.randint(1, 30)):
+        roll = rng.random()
+        if roll < 0.6:
+            chars.append(chr(rng.randint(first, last)))
+        elif roll < 0.85:
+            chars.append(rng.choice(string.ascii_letters))
+        else:
+            chars.append(" ")
+    return "".join(chars)
+
+
+def _generated_cases() -> list[tuple[str, str]]:
+    """``(name, text)`` for hostile texts that are better built in code than stored in a file."""
+    cases = [
+        ("empty", ""),
+        ("one space", " "),
+        ("nul", "\x00"),
+        ("nul inside a word", "a\x00b"),
+        ("nul run", "\x00" * 10 + "word"),
+        ("nul between words", "one\x00 two \x00three"),
+        ("replacement char", "\ufffd"),
+        ("replacement char inside a word", "caf\ufffd au lait"),
+        ("replacement chars and nul", "\ufffd\x00\ufffd abc"),
+        ("tab", "a\tb"),
+        ("newline", "a\nb"),
+        ("crlf", "a\r\nb"),
+        ("only tabs and newlines", "\t\n\r\n\t"),
+        ("blank lines", "line one\n\n\nline two\n"),
+        ("vertical tab and form feed", "a\x0bb c\x0cd"),
+        ("python-only whitespace", "a\x1cb\x1dc\x1ed\x1ff"),
+        ("lone high surrogate", "\ud800"),
+        ("lone low surrogate inside a word", "a\udfffb"),
+        ("surrogate pair as two code units", "\ud83d\ude00"),
+        ("noncharacters", "\ufffe \uffff \U0001fffe \U0010ffff"),
+        ("unassigned code points", "\u0378 \u0530 a\U0002ffffb \U000e0080"),
+        ("tag characters alone", "\U000e0001\U000e0041\U000e007f"),
+        ("variation selectors", "\ufe0f a\ufe0e \U000e0100b"),
+        ("lone combining marks", "\u0301 \u0301\u0301\u0301"),
+        ("lone zero width joiner", "\u200d"),
+        ("capital dotted i alone", "\u0130"),
+        ("capital sharp s alone", "\u1e9e"),
+        ("whole corpus as one text", "\n".join(text for _, text in _read_edge_cases())),
+    ]
+    for code_point in _CONTROL_CODE_POINTS:
+        cases.append((f"control U+{code_point:04X} inside a word", f"left{chr(code_point)}right"))
+        cases.append((f"control U+{code_point:04X} alone", chr(code_point)))
+    for block, (first, last) in _RANDOM_BLOCKS.items():
+        rng = random.Random(block)
+        for index in range(_RANDOM_STRINGS_PER_BLOCK):
+            cases.append((f"random {block} {index}", _random_block_text(rng, first, last)))
+    return cases
+
+
+EDGE_CASES = _read_edge_cases()
+GENERATED_CASES = _generated_cases()
+ALL_TEXTS = [text for _, text in EDGE_CASES] + [text for _, text in GENERATED_CASES]
+
+
+def _case_id(name: str, index: int) -> str:
+    return f"{index}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _uncased(text: str) -> str:
+    return "".join(
+        char for char in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(char) != "Mn"
+    )
+
+
+def _words(text: str) -> list[str]:
+    return [word for word in re.findall(r"\w+", text) if len(word) <= _MAX_VOCAB_WORD_CHARS]
+
+
+def build_vocab(corpus_text: str) -> list[str]:
+    """A BERT-like WordPiece vocab derived from the corpus, so that every tokenizer path runs.
+
+    Specials; every printable ASCII character, with letters and digits also as ``##``
+    continuations; every second non-ASCII character of the corpus (so others are [UNK]); the 400
+    most frequent words, cased and uncased; and for every second longer word its first four
+    characters and a ``##`` continuation of its last three, so unseen words split greedily.
+    """
+    uncased = _uncased(corpus_text)
+    non_ascii = sorted({char for char in corpus_text + uncased if not char.isascii() and char.isprintable()})
+    sampled = non_ascii[::2]
+    counts = Counter(_words(corpus_text) + _words(uncased))
+    frequent = [word for word, _ in counts.most_common(400) if len(word) > 1]
+    long_words = sorted(word for word in counts if len(word) >= 6)[::2]
+    tokens = [
+        *_SPECIAL_TOKENS,
+        *(chr(code) for code in range(33, 127)),
+        *("##" + char for char in string.ascii_letters + string.digits),
+        *sampled,
+        *("##" + char for char in sampled[::3]),
+        *_COMMON_PIECES,
+        *frequent,
+        *(piece for word in long_words for piece in (word[:4], "##" + word[-3:])),
+    ]
+    return list(dict.fromkeys(token for token in tokens if token and token == token.strip()))
+
+
+@pytest.fixture(scope="module")
+def vocab_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("edge_case_vocab") / "vocab.txt"
+    corpus_text = "\n".join(text for _, text in EDGE_CASES)
+    path.write_text("\n".join(build_vocab(corpus_text)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["uncased", "cased"])
+def tokenizers(request, vocab_path):
+    """``(project, original)`` tokenizers over the same vocab file, in one casing mode."""
+    do_lower_case = request.param
+    project = FullTokenizer(read_vocab_file(str(vocab_path)), do_lower_case=do_lower_case)
+    original = original_full_tokenizer(str(vocab_path), do_lower_case=do_lower_case)
+    return project, original
+
+
+def _assert_same_tokens(tokenizers, text: str) -> None:
+    project, original = tokenizers
+    assert project.tokenize(text) == original.tokenize(text), f"text={text!r}"
+
+
+def test_vocab_ids_equal_the_originals(tokenizers):
+    project, original = tokenizers
+    assert project.vocab == dict(original.vocab)
+
+
+@pytest.mark.parametrize(
+    "text", [pytest.param(text, id=_case_id(group, i)) for i, (group, text) in enumerate(EDGE_CASES)]
+)
+def test_edge_case_corpus_matches_original(tokenizers, text):
+    _assert_same_tokens(tokenizers, text)
+
+
+@pytest.mark.parametrize(
+    "text", [pytest.param(text, id=_case_id(name, i)) for i, (name, text) in enumerate(GENERATED_CASES)]
+)
+def test_generated_case_matches_original(tokenizers, text):
+    _assert_same_tokens(tokenizers, text)
+
+
+# Characters hypothesis rarely draws by itself but where BERT's rules branch.
+_INTERESTING_CHARS = (
+    "aZ9 \t\n\x00\ufffd\u0301\u0130\u0131\u00df\u00ad\u200b\u200d\ufeff\u00a0\u3000\u2028.^$`#\u4e00"
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(st.characters() | st.sampled_from(_INTERESTING_CHARS), max_size=40))
+def test_arbitrary_text_matches_original(tokenizers, text):
+    _assert_same_tokens(tokenizers, text)
+
+
+def test_ids_equal_original_convert_tokens_to_ids(tokenizers):
+    project, original = tokenizers
+    for text in ALL_TEXTS:
+        expected = original.convert_tokens_to_ids(original.tokenize(text))
+        assert project.tokenize_to_ids(text) == expected, f"text={text!r}"
+
+
+def test_corpus_exercises_splitting_unknowns_and_non_ascii(tokenizers):
+    project, _ = tokenizers
+    tokens = [token for _, text in EDGE_CASES for token in project.tokenize(text)]
+    assert "[UNK]" in tokens
+    assert any(token.startswith("##") for token in tokens)
+    assert any(not token.isascii() for token in tokens)
+
+
+@pytest.mark.parametrize("cache_limit", [tokenization._WORD_CACHE_LIMIT, 3])
+def test_reused_tokenizer_matches_fresh_tokenizers(vocab_path, monkeypatch, cache_limit):
+    monkeypatch.setattr(tokenization, "_WORD_CACHE_LIMIT", cache_limit)
+    lines = read_vocab_file(str(vocab_path))
+    texts = [text for _, text in EDGE_CASES]
+    for do_lower_case in (True, False):
+        expected = [FullTokenizer(lines, do_lower_case).tokenize(text) for text in texts]
+        reused = FullTokenizer(lines, do_lower_case)
+        assert [reused.tokenize(text) for text in texts] == expected
+        assert [reused.tokenize(text) for text in reversed(texts)] == expected[::-1]
+
+
+def test_edge_case_corpus_is_well_formed():
+    groups = Counter(group for group, _ in EDGE_CASES)
+    assert len(groups) >= 25
+    assert "" not in groups, "every case must follow a '# group' line"
+
+
+_MINIMAL_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "##b"]
+
+
+@pytest.mark.parametrize("duplicate", ["a", " a ", "[UNK]"])
+def test_duplicated_vocab_token_raises(duplicate):
+    with pytest.raises(ValueError, match="repeats"):
+        FullTokenizer([*_MINIMAL_VOCAB, duplicate], do_lower_case=True)
+
+
+@pytest.mark.parametrize("missing", ["[CLS]", "[SEP]", "[UNK]"])
+def test_vocab_missing_special_token_raises(missing):
+    with pytest.raises(ValueError, match=re.escape(missing)):
+        FullTokenizer([token for token in _MINIMAL_VOCAB if token != missing], do_lower_case=True)
