@@ -23,7 +23,7 @@ setup(
     name="bert-beam",
     version="0.1.0",
     description="Turn large text collections into BERT embeddings with Apache Beam.",
-    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"]),

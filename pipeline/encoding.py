@@ -54,7 +54,7 @@ def embeddings_to_record_batch(
     if schema.SEQUENCE in outputs:
         sequence = np.concatenate([e.sequence_output.reshape(-1) for e in embeddings])
         columns[schema.SEQUENCE_OUTPUT] = _list_column(
-            sequence.astype(np.float32, copy=False), [t * h for t, h in zip(lengths, hidden)])
+            sequence.astype(np.float32, copy=False), [t * h for t, h in zip(lengths, hidden, strict=True)])
     return pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
 
 

@@ -9,10 +9,12 @@ misconfigured job fails in seconds with a sentence, not after hours.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 import apache_beam as beam
+
 from pipeline.options import BertBeamOptions, ConfigurationError, parse_pipeline_options
 from pipeline.plan import RunPlan, prepare_run
 from pipeline.sinks import WriteDeadLetters, WriteEmbeddings
@@ -64,6 +66,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``bert-beam``); exit status 2 on misconfiguration."""
     logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("apache_beam.typehints").setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     try:
         run(argv)
     except ConfigurationError as error:

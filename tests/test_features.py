@@ -111,13 +111,13 @@ def _assert_same_as_original(tokenizers, text_a: str, text_b: str | None, max_se
     assert actual == expected, f"text_a={text_a!r} text_b={text_b!r} max_seq_length={max_seq_length}"
 
 
-@pytest.mark.parametrize("max_seq_length", [3, 5, 8, 16, 128])
+@pytest.mark.parametrize("max_seq_length", [3, 5, 16, 128])
 def test_single_text_matches_original(tokenizers, max_seq_length):
     for text in TEXTS:
         _assert_same_as_original(tokenizers, text, None, max_seq_length)
 
 
-@pytest.mark.parametrize("max_seq_length", [3, 4, 5, 8, 16, 64])
+@pytest.mark.parametrize("max_seq_length", [3, 5, 16, 64])
 def test_text_pair_matches_original(tokenizers, max_seq_length):
     for text_a, text_b in zip(TEXTS, TEXTS[1:] + TEXTS[:1], strict=True):
         _assert_same_as_original(tokenizers, text_a, text_b, max_seq_length)
