@@ -51,6 +51,9 @@ def embeddings_to_record_batch(
     if schema.POOLED in outputs:
         pooled = np.stack([e.pooled_output for e in embeddings]).astype(np.float32, copy=False)
         columns[schema.POOLED_OUTPUT] = _list_column(pooled.reshape(-1), hidden)
+    if schema.MEAN in outputs:
+        mean = np.stack([e.mean_output for e in embeddings]).astype(np.float32, copy=False)
+        columns[schema.MEAN_OUTPUT] = _list_column(mean.reshape(-1), hidden)
     if schema.SEQUENCE in outputs:
         sequence = np.concatenate([e.sequence_output.reshape(-1) for e in embeddings])
         columns[schema.SEQUENCE_OUTPUT] = _list_column(

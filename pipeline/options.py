@@ -69,7 +69,7 @@ class BertBeamOptions(PipelineOptions):
         group.add_argument("--do_lower_case", type=parse_bool, default=None,
                            help="Override the model's lower-casing (true|false).")
         group.add_argument("--outputs", default="pooled,sequence",
-                           help="Comma-separated outputs to write: pooled, sequence.")
+                           help="Comma-separated outputs to write: pooled, mean, sequence.")
         group.add_argument("--dead_letter", default=None,
                            help="Prefix for rejected records (JSON Lines); default "
                            "DIR/dead_letter/NAME beside --output DIR/NAME.")

@@ -40,6 +40,7 @@ class EmbeddingRecord:
     segment_ids: np.ndarray
     hidden_size: int
     pooled_output: np.ndarray | None
+    mean_output: np.ndarray | None
     sequence_output: np.ndarray | None
 
 
@@ -65,8 +66,9 @@ def feature_spec(outputs: tuple[str, ...], hidden_size: int) -> dict:
         spec[key] = tf.io.FixedLenFeature([], tf.int64)
     for key in schema.TOKEN_INT_FEATURES:
         spec[key] = tf.io.RaggedFeature(tf.int64)
-    if schema.POOLED in outputs:
-        spec[schema.POOLED_OUTPUT] = tf.io.FixedLenFeature([hidden_size], tf.float32)
+    for kind in (schema.POOLED, schema.MEAN):
+        if kind in outputs:
+            spec[schema.OUTPUT_FEATURES[kind]] = tf.io.FixedLenFeature([hidden_size], tf.float32)
     if schema.SEQUENCE in outputs:
         spec[schema.SEQUENCE_OUTPUT] = tf.io.RaggedFeature(tf.float32)
     return spec
@@ -116,5 +118,6 @@ def read_embeddings(prefix: str) -> Iterator[EmbeddingRecord]:
             segment_ids=record[schema.SEGMENT_IDS],
             hidden_size=int(record[schema.HIDDEN_SIZE]),
             pooled_output=record.get(schema.POOLED_OUTPUT),
+            mean_output=record.get(schema.MEAN_OUTPUT),
             sequence_output=record.get(schema.SEQUENCE_OUTPUT),
         )

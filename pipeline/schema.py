@@ -16,12 +16,14 @@ INPUT_IDS = "input_ids"
 SEGMENT_IDS = "segment_ids"
 HIDDEN_SIZE = "hidden_size"
 POOLED_OUTPUT = "pooled_output"
+MEAN_OUTPUT = "mean_output"
 SEQUENCE_OUTPUT = "sequence_output"
 
 POOLED = "pooled"
+MEAN = "mean"
 SEQUENCE = "sequence"
-OUTPUT_CHOICES = (POOLED, SEQUENCE)
-OUTPUT_FEATURES = {POOLED: POOLED_OUTPUT, SEQUENCE: SEQUENCE_OUTPUT}
+OUTPUT_CHOICES = (POOLED, MEAN, SEQUENCE)
+OUTPUT_FEATURES = {POOLED: POOLED_OUTPUT, MEAN: MEAN_OUTPUT, SEQUENCE: SEQUENCE_OUTPUT}
 
 SCHEMA_SUFFIX = ".schema.pbtxt"
 SHARD_SUFFIX = ".tfrecord"
@@ -76,6 +78,9 @@ def build_schema(outputs: Sequence[str], hidden_size: int):
     hidden.int_domain.min = hidden.int_domain.max = hidden_size
     if POOLED in outputs:
         add(POOLED_OUTPUT, schema_pb2.FLOAT, hidden_size, "The model's pooled_output.")
+    if MEAN in outputs:
+        add(MEAN_OUTPUT, schema_pb2.FLOAT, hidden_size,
+            "Mean of sequence_output over the real tokens, [CLS] and [SEP] included.")
     if SEQUENCE in outputs:
         add(SEQUENCE_OUTPUT, schema_pb2.FLOAT, None,
             "sequence_output of the real tokens, row-major [sequence_length, hidden_size].")

@@ -63,7 +63,7 @@ def embedded(request, corpus, tmp_path_factory):
     summary = run_pipeline(
         str(corpus / "*.jsonl"), prefix, model,
         f"--max_seq_length={MAX_SEQ_LENGTH}", "--text_b_field=text_b", "--long_document=window",
-        "--doc_stride=8", "--batch_size=4",
+        "--doc_stride=8", "--batch_size=4", "--outputs=pooled,mean,sequence",
     )
     records = list(read_embeddings(prefix))
     return request.param, model, prefix, summary, records
@@ -98,6 +98,8 @@ def test_outputs_equal_direct_calls_of_the_saved_model(embedded):
         np.testing.assert_allclose(
             record.sequence_output, direct["sequence_output"][0, : record.sequence_length], atol=1e-5)
         assert record.sequence_output.shape == (record.sequence_length, record.hidden_size)
+        real_tokens = direct["sequence_output"][0, : record.sequence_length]
+        np.testing.assert_allclose(record.mean_output, real_tokens.mean(axis=0), atol=1e-5)
 
 
 def test_input_ids_are_google_research_bert_features(embedded, vocab_lines):
@@ -141,7 +143,7 @@ def test_output_files_are_exactly_shards_and_schema(embedded):
 def test_output_reads_back_with_tf_data(embedded):
     _, _, prefix, _, records = embedded
     layout = load_layout(prefix)
-    assert layout.outputs == ("pooled", "sequence") and layout.hidden_size == 32
+    assert layout.outputs == ("pooled", "mean", "sequence") and layout.hidden_size == 32
     parsed = list(make_dataset(prefix).as_numpy_iterator())
     assert len(parsed) == len(records)
     for item in parsed:

@@ -60,7 +60,12 @@ class Embedding:
 
     features: Features
     pooled_output: np.ndarray | None
-    sequence_output: np.ndarray | None
+    sequence_output: np.ndarray
+
+    @property
+    def mean_output(self) -> np.ndarray:
+        """Masked mean of the real tokens' sequence output, as sentence-transformers pools."""
+        return self.sequence_output.mean(axis=0, dtype=np.float32)
 
 
 @dataclass(frozen=True)
