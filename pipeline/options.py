@@ -87,6 +87,11 @@ class BertBeamOptions(PipelineOptions):
                            "input_ids=X,input_mask=Y,segment_ids=Z,pooled_output=P,sequence_output=S.")
         group.add_argument("--batch_size", type=positive_int, default=32,
                            help="Largest number of sequences per model call.")
+        group.add_argument("--max_batch_tokens", type=positive_int, default=16384,
+                           help="Largest padded size (sequences x padded length) of one model call.")
+        group.add_argument("--bucket_boundaries", default="32,64,128,256,384,512",
+                           help="Padded lengths: a batch is padded to the smallest one that holds "
+                           "its longest sequence (none: always pad to max_seq_length).")
         group.add_argument("--large_model", type=parse_bool, nargs="?", const=True, default=False,
                            help="Share one model copy across the SDK processes of a worker.")
         group.add_argument("--model_copies", type=positive_int, default=None,

@@ -14,8 +14,9 @@ from pipeline import schema
 from pipeline.options import BertBeamOptions, ConfigurationError
 from pipeline.sinks import default_dead_letter_prefix
 from pipeline.sources import InputConfig
+from transforms.batching import BatchingConfig
 from transforms.embed import TokenizerConfig
-from transforms.features import FeatureConfig, pad_batch
+from transforms.features import FeatureConfig, pad_batch, parse_bucket_boundaries
 from transforms.model_loading import LoadedBert, ModelConfig, ModelError, parse_tensor_names
 from transforms.records import Features
 from transforms.tokenization import FullTokenizer, read_vocab_file
@@ -39,7 +40,7 @@ class RunPlan:
     tokenizer_config: TokenizerConfig
     feature_config: FeatureConfig
     hidden_size: int
-    batch_size: int
+    batching: BatchingConfig
     large_model: bool
     model_copies: int | None
     input_files: int
@@ -134,6 +135,15 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
             long_document=options.long_document,
             doc_stride=options.doc_stride,
         )
+        batching = BatchingConfig(
+            max_seq_length=options.max_seq_length,
+            bucket_boundaries=parse_bucket_boundaries(options.bucket_boundaries),
+            max_batch_size=options.batch_size,
+            max_batch_tokens=options.max_batch_tokens,
+        )
+        if batching.max_batch_tokens < options.max_seq_length:
+            raise ValueError(f"--max_batch_tokens ({options.max_batch_tokens}) must be at least "
+                             f"--max_seq_length ({options.max_seq_length}).")
         model_config = ModelConfig(
             handle=options.model,
             signature=options.signature,
@@ -181,7 +191,7 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
         tokenizer_config=tokenizer_config,
         feature_config=feature_config,
         hidden_size=hidden_size,
-        batch_size=options.batch_size,
+        batching=batching,
         large_model=options.large_model,
         model_copies=options.model_copies,
         input_files=input_files,

@@ -30,14 +30,10 @@ def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
     read = pipeline | "ReadDocuments" >> ReadDocuments(plan.input_pattern, plan.input_config)
     documents = read.documents | "Redistribute" >> beam.Reshuffle()
     handler = BertModelHandler(
-        plan.model_config,
-        plan.feature_config.max_seq_length,
-        max_batch_size=plan.batch_size,
-        large_model=plan.large_model,
-        model_copies=plan.model_copies,
+        plan.model_config, plan.batching, large_model=plan.large_model, model_copies=plan.model_copies
     )
     embedded = documents | "EmbedDocuments" >> EmbedDocuments(
-        plan.tokenizer_config, plan.feature_config, handler
+        plan.tokenizer_config, plan.feature_config, plan.batching, handler
     )
     _ = embedded["embeddings"] | "WriteEmbeddings" >> WriteEmbeddings(
         plan.output_prefix, plan.outputs, plan.hidden_size, plan.output_compression, plan.num_shards

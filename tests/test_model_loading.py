@@ -12,6 +12,7 @@ import pytest
 from helpers import padded
 
 from pipeline.export import archive_module
+from transforms.batching import BatchingConfig
 from transforms.features import pad_batch
 from transforms.model_handler import BertModelHandler
 from transforms.model_loading import (
@@ -143,7 +144,7 @@ def test_malicious_archives_are_refused(tmp_path, monkeypatch, name, kind):
 
 
 def test_handler_loads_once_and_results_do_not_depend_on_batch_mates(tf1_module):
-    handler = BertModelHandler(ModelConfig(tf1_module), max_seq_length=16)
+    handler = BertModelHandler(ModelConfig(tf1_module), BatchingConfig(16, bucket_boundaries=()))
     model = handler.load_model()
     target = Features("t", np.array([2, 60, 61, 3], np.int32), np.zeros(4, np.int32))
     others = [Features(f"o{i}", np.array([2] + [50 + i] * (i + 3) + [3], np.int32),
@@ -155,3 +156,20 @@ def test_handler_loads_once_and_results_do_not_depend_on_batch_mates(tf1_module)
     np.testing.assert_allclose(alone["pooled_output"], crowded["pooled_output"], atol=1e-5)
     direct = model(pad_batch([target], 16))
     np.testing.assert_allclose(alone["pooled_output"], direct["pooled_output"][0], atol=1e-6)
+
+
+def test_padding_to_a_length_bucket_does_not_change_real_token_outputs(tf1_module):
+    model = LoadedBert(ModelConfig(tf1_module))
+    batch = [Features(f"d{n}", np.array([2] + [40 + n] * n + [3], np.int32), np.zeros(n + 2, np.int32))
+             for n in (1, 5, 9)]
+    outputs = {}
+    for boundaries in ((), (12,), (16, 32)):
+        handler = BertModelHandler(ModelConfig(tf1_module), BatchingConfig(64, bucket_boundaries=boundaries))
+        outputs[boundaries] = handler.run_inference(batch, model)
+    assert BatchingConfig(64, (12,)).batch_padded_length(batch) == 12
+    for results in (outputs[(12,)], outputs[(16, 32)]):
+        for got, want in zip(results, outputs[()], strict=True):
+            np.testing.assert_allclose(got.inference["sequence_output"], want.inference["sequence_output"],
+                                       atol=1e-5)
+            np.testing.assert_allclose(got.inference["pooled_output"], want.inference["pooled_output"],
+                                       atol=1e-5)

@@ -10,6 +10,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
 from transforms import counters
+from transforms.batching import BatchByLength, BatchingConfig
 from transforms.features import FeatureConfig, document_features
 from transforms.model_handler import BertModelHandler
 from transforms.records import REJECTED_TAG, Document, Embedding, Features, Rejected, excerpt
@@ -86,26 +87,29 @@ class EmbedDocuments(beam.PTransform):
     """Documents → Embeddings (main) and Rejected (tagged ``rejected``).
 
     Tokenizes with the model's own WordPiece vocabulary, builds google-research/bert
-    features, batches them and runs the model with Beam RunInference.
+    features, batches them by length and runs the model with Beam RunInference.
     """
 
     def __init__(
         self,
         tokenizer: TokenizerConfig,
         features: FeatureConfig,
+        batching: BatchingConfig,
         model_handler: BertModelHandler,
     ) -> None:
         super().__init__()
         self._tokenizer = tokenizer
         self._features = features
+        self._batching = batching
         self._model_handler = model_handler
 
     def expand(self, documents):
         tokenized = documents | "Tokenize" >> beam.ParDo(
             _TokenizeDocument(self._tokenizer, self._features)
         ).with_outputs(REJECTED_TAG, main="features")
-        inferred, failures = tokenized.features | "RunInference" >> RunInference(
-            KeyedModelHandler(self._model_handler)
+        batches = tokenized.features | "BatchByLength" >> BatchByLength(self._batching)
+        inferred, failures = batches | "RunInference" >> RunInference(
+            KeyedModelHandler(self._model_handler).with_no_batching()
         ).with_exception_handling()
         embeddings = inferred | "ToEmbedding" >> beam.Map(_to_embedding)
         failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch_to_rejected)

@@ -134,6 +134,31 @@ def document_features(
         )
 
 
+def bucket_length(length: int, boundaries: Sequence[int], max_seq_length: int) -> int:
+    """The padded length of a sequence: the smallest boundary that holds it, else max_seq_length.
+
+    With no boundaries every sequence is padded to ``max_seq_length``, as google-research/bert
+    does; the real tokens' outputs are the same either way (padding is masked).
+    """
+    for boundary in boundaries:
+        if length <= boundary <= max_seq_length:
+            return boundary
+    return max_seq_length
+
+
+def parse_bucket_boundaries(text: str | None) -> tuple[int, ...]:
+    """``32,64,128`` → (32, 64, 128); ``none`` or empty → () (always pad to max_seq_length)."""
+    if not text or text.strip().lower() == "none":
+        return ()
+    try:
+        boundaries = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError as error:
+        raise ValueError(f"--bucket_boundaries must be comma-separated integers, got {text!r}.") from error
+    if any(boundary < 3 for boundary in boundaries):
+        raise ValueError(f"--bucket_boundaries must each be at least 3, got {text!r}.")
+    return boundaries
+
+
 def pad_batch(features: Sequence[Features], length: int) -> dict[str, np.ndarray]:
     """Stacks records into zero-padded int32 ``input_ids``, ``input_mask``, ``segment_ids``."""
     batch_size = len(features)

@@ -12,6 +12,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms import counters
+from transforms.batching import BatchingConfig
 from transforms.features import pad_batch
 from transforms.model_loading import LoadedBert, ModelConfig
 from transforms.records import Features
@@ -22,28 +23,22 @@ _LOG = logging.getLogger(__name__)
 class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
     """Loads the model once per worker process and runs padded int32 batches through it.
 
-    Each result's ``inference`` holds numpy arrays for the record's real tokens
-    only: ``pooled_output`` [H] and ``sequence_output`` [T, H].
+    A batch is padded to the length bucket of its longest record (see
+    ``transforms.batching``). Each result's ``inference`` holds numpy arrays for
+    the record's real tokens only: ``pooled_output`` [H] and ``sequence_output`` [T, H].
     """
 
     def __init__(
         self,
         model_config: ModelConfig,
-        max_seq_length: int,
+        batching: BatchingConfig,
         *,
-        min_batch_size: int = 1,
-        max_batch_size: int = 32,
         large_model: bool = False,
         model_copies: int | None = None,
     ) -> None:
-        super().__init__(
-            min_batch_size=min_batch_size,
-            max_batch_size=max_batch_size,
-            large_model=large_model,
-            model_copies=model_copies,
-        )
+        super().__init__(large_model=large_model, model_copies=model_copies)
         self._model_config = model_config
-        self._max_seq_length = max_seq_length
+        self._batching = batching
         self._real_tokens = Metrics.counter(counters.NAMESPACE, counters.REAL_TOKENS)
         self._padded_tokens = Metrics.counter(counters.NAMESPACE, counters.PADDED_TOKENS)
         self._model_load_ms = Metrics.distribution(counters.NAMESPACE, counters.MODEL_LOAD_MS)
@@ -62,7 +57,7 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         model: LoadedBert,
         inference_args: Mapping[str, Any] | None = None,
     ) -> list[PredictionResult]:
-        arrays = pad_batch(batch, self._max_seq_length)
+        arrays = pad_batch(batch, self._batching.batch_padded_length(batch))
         outputs = model(arrays)
         real = int(arrays["input_mask"].sum())
         self._real_tokens.inc(real)

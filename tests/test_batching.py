@@ -1,0 +1,56 @@
+"""Length-aware batching: buckets, batch bounds, and every record in exactly one batch."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+
+from transforms.batching import BatchByLength, BatchingConfig
+from transforms.features import bucket_length, parse_bucket_boundaries
+from transforms.records import Features
+
+
+def test_bucket_length_is_the_smallest_boundary_that_holds_the_sequence():
+    assert bucket_length(5, (32, 64), 128) == 32
+    assert bucket_length(32, (32, 64), 128) == 32
+    assert bucket_length(33, (32, 64), 128) == 64
+    assert bucket_length(65, (32, 64), 128) == 128
+    assert bucket_length(10, (), 128) == 128
+    assert bucket_length(10, (32, 512), 64) == 32
+    assert bucket_length(40, (32, 512), 64) == 64  # a boundary over max_seq_length is never used
+
+
+def test_parse_bucket_boundaries():
+    assert parse_bucket_boundaries("128,32, 64") == (32, 64, 128)
+    assert parse_bucket_boundaries("none") == ()
+    with pytest.raises(ValueError, match="integers"):
+        parse_bucket_boundaries("32,big")
+    with pytest.raises(ValueError, match="at least 3"):
+        parse_bucket_boundaries("2,32")
+
+
+def _keyed(lengths):
+    return [(f"d{i}#0", Features(f"d{i}", np.full(n, 5, np.int32), np.zeros(n, np.int32)))
+            for i, n in enumerate(lengths)]
+
+
+def test_batches_hold_one_bucket_within_size_and_token_limits():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(3, 129, size=300).tolist()
+    config = BatchingConfig(128, (16, 32, 64, 128), max_batch_size=8, max_batch_tokens=512)
+
+    def check(batches):
+        keys = [key for batch in batches for key, _ in batch]
+        assert sorted(keys) == sorted(f"d{i}#0" for i in range(len(lengths)))
+        for batch in batches:
+            buckets = {config.padded_length(f.sequence_length) for _, f in batch}
+            assert len(buckets) == 1
+            assert 1 <= len(batch) <= 8
+            assert len(batch) * buckets.pop() <= 512
+
+    with TestPipeline() as pipeline:
+        batches = pipeline | beam.Create(_keyed(lengths)) | BatchByLength(config)
+        assert_that(batches, check)

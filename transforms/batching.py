@@ -1,0 +1,72 @@
+"""Length-aware batching: records of similar length share a batch, padded only to their bucket.
+
+A batch closes when it holds ``max_batch_size`` records or when one more record would take
+its padded size (records × bucket length) over ``max_batch_tokens``, so long and short
+batches cost about the same. Batches are formed within a bundle, like Beam's BatchElements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.features import bucket_length
+from transforms.records import Features
+
+KeyedFeatures = tuple[str, Features]
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How records are grouped for the model."""
+
+    max_seq_length: int
+    bucket_boundaries: tuple[int, ...] = (32, 64, 128, 256, 384, 512)
+    max_batch_size: int = 32
+    max_batch_tokens: int = 16384
+
+    def padded_length(self, length: int) -> int:
+        return bucket_length(length, self.bucket_boundaries, self.max_seq_length)
+
+    def batch_padded_length(self, batch: Sequence[Features]) -> int:
+        """The length a batch is padded to: the bucket of its longest record."""
+        return self.padded_length(max(f.sequence_length for f in batch))
+
+
+class _BatchByLength(beam.DoFn):
+    def __init__(self, config: BatchingConfig) -> None:
+        self._config = config
+        self._buffers: dict[int, list[KeyedFeatures]] = {}
+
+    def start_bundle(self) -> None:
+        self._buffers = {}
+
+    def process(self, element: KeyedFeatures) -> Iterator[list[KeyedFeatures]]:
+        bucket = self._config.padded_length(element[1].sequence_length)
+        buffer = self._buffers.setdefault(bucket, [])
+        if buffer and (len(buffer) + 1) * bucket > self._config.max_batch_tokens:
+            yield self._buffers.pop(bucket)
+            buffer = self._buffers.setdefault(bucket, [])
+        buffer.append(element)
+        if len(buffer) >= self._config.max_batch_size:
+            yield self._buffers.pop(bucket)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for bucket in sorted(self._buffers):
+            yield WindowedValue(self._buffers[bucket], GlobalWindow().max_timestamp(), [GlobalWindow()])
+        self._buffers = {}
+
+
+class BatchByLength(beam.PTransform):
+    """(key, Features) → lists of (key, Features) of one length bucket."""
+
+    def __init__(self, config: BatchingConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, keyed_features):
+        return keyed_features | "BatchByLength" >> beam.ParDo(_BatchByLength(self._config))
