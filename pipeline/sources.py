@@ -8,6 +8,9 @@ document per line, id ``FILE:LINE``) or JSON Lines.
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import json
 import os
 from collections.abc import Iterator
@@ -108,8 +111,7 @@ class _ReadRecords(beam.DoFn):
         self._files.inc()
         line_number = 0
         try:
-            handle = readable.open(compression_type=COMPRESSIONS[self._config.compression])
-            with handle:
+            with _open_decompressed(readable, self._config.compression) as handle:
                 for line_number, raw, oversize in _bounded_lines(handle, self._config.max_record_bytes):
                     self._read.inc()
                     source = f"{path}:{line_number}"
@@ -123,7 +125,7 @@ class _ReadRecords(beam.DoFn):
                         yield beam.pvalue.TaggedOutput(REJECTED_TAG, record)
                     else:
                         yield record
-        except (OSError, EOFError, ValueError) as error:
+        except Exception as error:  # decompressors raise zlib.error, OSError, EOFError, ZstdError ...
             # A corrupt or truncated file: what was read stands, the rest is one rejection.
             self._read.inc()
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, Rejected(
@@ -131,21 +133,66 @@ class _ReadRecords(beam.DoFn):
                 f"file unreadable after line {line_number}: {type(error).__name__}: {error}", "read"))
 
 
+@contextlib.contextmanager
+def _open_decompressed(readable: fileio.ReadableFile, compression: str):
+    """Opens a matched file decompressed; gzip and bzip2 through Python's own readers.
+
+    Python's gzip and bz2 readers raise EOFError on a truncated stream, where
+    Beam's CompressedFile ends quietly and would pass a cut-off last record as whole.
+    """
+    path = readable.metadata.path
+    kind = compression
+    if kind == "auto":
+        kind = "gzip" if path.endswith(".gz") else "bzip2" if path.endswith(".bz2") else "auto"
+    if kind not in ("gzip", "bzip2"):
+        with readable.open(compression_type=COMPRESSIONS[compression]) as handle:
+            yield handle
+        return
+    with (
+        readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as raw,
+        gzip.GzipFile(fileobj=raw) if kind == "gzip" else bz2.BZ2File(raw) as handle,
+    ):
+        yield handle
+
+
 def _bounded_lines(handle, limit: int) -> Iterator[tuple[int, bytes, bool]]:
-    """Yields ``(line_number, raw, oversize)``; an oversize line keeps only its first bytes."""
+    """Yields ``(line_number, raw, oversize)`` from any file object with ``read(n)``.
+
+    Reads in chunks and never holds more than ``limit`` bytes of one line: an
+    oversize line yields only its first bytes, the rest is skipped.
+    """
     line_number = 0
+    pending = b""
+    skipping = False
     while True:
-        raw = handle.readline(limit + 1)
-        if not raw:
-            return
+        chunk = handle.read(_CHUNK)
+        if not chunk:
+            break
+        pending += chunk
+        start = 0
+        while True:
+            end = pending.find(b"\n", start)
+            if end < 0:
+                break
+            if skipping:
+                skipping = False
+            else:
+                line_number += 1
+                line = pending[start : end + 1]
+                yield (line_number, line, False) if len(line) - 1 <= limit else (
+                    line_number, line[:EXCERPT_CHARS], True)
+            start = end + 1
+        pending = pending[start:]
+        if not skipping and len(pending) > limit:
+            line_number += 1
+            yield line_number, pending[:EXCERPT_CHARS], True
+            skipping, pending = True, b""
+        elif skipping:
+            pending = b""
+    if pending and not skipping:
         line_number += 1
-        if len(raw) <= limit or raw.endswith(b"\n"):
-            yield line_number, raw, False
-            continue
-        head = raw[:EXCERPT_CHARS]
-        while raw and not raw.endswith(b"\n"):
-            raw = handle.readline(_CHUNK)
-        yield line_number, head, True
+        yield (line_number, pending, False) if len(pending) <= limit else (
+            line_number, pending[:EXCERPT_CHARS], True)
 
 
 class ReadDocuments(beam.PTransform):
