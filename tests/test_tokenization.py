@@ -229,6 +229,14 @@ def test_arbitrary_text_matches_original(tokenizers, text):
     _assert_same_tokens(tokenizers, text)
 
 
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(st.characters(max_codepoint=0x7F), max_size=60))
+def test_arbitrary_ascii_text_matches_original(tokenizers, text):
+    """ASCII text takes a specialised fast path; it must agree with the original too."""
+    assert text.isascii()
+    _assert_same_tokens(tokenizers, text)
+
+
 def test_ids_equal_original_convert_tokens_to_ids(tokenizers):
     project, original = tokenizers
     for text in ALL_TEXTS:

@@ -8,6 +8,7 @@ speed: a per-word cache of wordpiece splits and vocabulary lookups done once.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
@@ -47,6 +48,11 @@ def read_vocab_file(path: str) -> tuple[str, ...]:
     if lines and lines[-1] == "":
         lines.pop()
     return tuple(line.rstrip("\r") for line in lines)
+
+
+_ASCII_CLEANING = {code: None for code in [*range(0x20), 0x7F]} | {ord("\t"): " ", ord("\n"): " ",
+                                                                  ord("\r"): " "}
+_ASCII_WORD_OR_PUNCTUATION = re.compile(r"[A-Za-z0-9]+|[!-/:-@\[-`{-~]")
 
 
 def _is_whitespace(char: str) -> bool:
@@ -104,6 +110,8 @@ class BasicTokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         """Splits cleaned text into words and punctuation marks."""
+        if text.isascii():
+            return self._tokenize_ascii(text)
         text = self._clean_text(text)
         text = self._space_chinese_chars(text)
         words: list[str] = []
@@ -112,6 +120,18 @@ class BasicTokenizer:
                 token = self._strip_accents(token.lower())
             words.extend(self._split_on_punctuation(token))
         return " ".join(words).split()
+
+    def _tokenize_ascii(self, text: str) -> list[str]:
+        """The same rules, specialised to ASCII text and run by C code (str.translate, re).
+
+        In ASCII, BERT's control characters are 0x00-0x1F and 0x7F (dropped, except
+        tab, newline and carriage return, which become spaces), there are no accents
+        or CJK characters, and every printable non-alphanumeric character is punctuation.
+        """
+        text = text.translate(_ASCII_CLEANING)
+        if self.do_lower_case:
+            text = text.lower()
+        return _ASCII_WORD_OR_PUNCTUATION.findall(text)
 
     @staticmethod
     def _strip_accents(text: str) -> str:
