@@ -7,17 +7,20 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 
 
-def _requirements() -> list[str]:
-    """Runtime requirements: the direct ones from requirements.in, before the test tools."""
-    lines = (HERE / "requirements.in").read_text().splitlines()
-    runtime = []
-    for line in lines:
-        if line.startswith("# test"):
-            break
-        if line and not line.startswith("#"):
-            runtime.append(line)
-    return runtime
+def _requirements() -> dict[str, list[str]]:
+    """Direct requirements from requirements.in, by section: runtime, then "# --- NAME" extras."""
+    sections: dict[str, list[str]] = {"runtime": []}
+    current = "runtime"
+    for line in (HERE / "requirements.in").read_text().splitlines():
+        if line.startswith("# --- "):
+            current = line.removeprefix("# --- ").split(":")[0].strip()
+            sections[current] = []
+        elif line and not line.startswith("#"):
+            sections[current].append(line)
+    return sections
 
+
+REQUIREMENTS = _requirements()
 
 setup(
     name="bert-beam",
@@ -27,6 +30,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*"]),
-    install_requires=_requirements(),
+    install_requires=REQUIREMENTS.pop("runtime"),
+    extras_require=REQUIREMENTS,
     entry_points={"console_scripts": ["bert-beam=pipeline.run:main"]},
 )

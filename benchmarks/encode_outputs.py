@@ -13,7 +13,7 @@ import os
 import platform
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def main() -> None:
     arrow = megabytes / _median_seconds(encoder.encode, embeddings)
     by_hand = megabytes / _median_seconds(_by_hand, embeddings)
     lines = [
-        f"## encode_outputs ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)",
+        f"## encode_outputs ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         f"- command: `.venv/bin/python benchmarks/encode_outputs.py` ({BATCH} records of "

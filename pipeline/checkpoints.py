@@ -85,7 +85,7 @@ def read_huggingface_folder(folder: str, do_lower_case: bool | None = None) -> B
 
 
 def read_original_checkpoint(folder: str, do_lower_case: bool | None = None) -> BertSource:
-    """Reads ``bert_config.json``, ``bert_model.ckpt`` (or the folder's latest checkpoint) and ``vocab.txt``."""
+    """Reads ``bert_config.json``, ``bert_model.ckpt`` (else the latest checkpoint) and ``vocab.txt``."""
     config = bert_config_from_original(_read_json(os.path.join(folder, ORIGINAL_CONFIG)))
     lower = original_lower_case(os.path.basename(os.path.normpath(folder)), do_lower_case)
     weights = _read_original_weights(_checkpoint_prefix(folder), config)
@@ -163,8 +163,8 @@ def huggingface_lower_case(tokenizer_config: Mapping | None, flag: bool | None) 
                               f"which says do_lower_case={str(recorded).lower()}.")
     strip_accents = tokenizer_config.get("strip_accents")
     if strip_accents is not None and bool(strip_accents) != recorded:
-        raise CheckpointError(f"strip_accents={strip_accents} with do_lower_case={recorded} is not supported: "
-                              "BERT's tokenizer strips accents exactly when it lower-cases.")
+        raise CheckpointError(f"strip_accents={strip_accents} with do_lower_case={recorded} is not "
+                              "supported: BERT's tokenizer strips accents exactly when it lower-cases.")
     for setting in ("tokenize_chinese_chars", "do_basic_tokenize"):
         if tokenizer_config.get(setting, True) is False:
             raise CheckpointError(f"{setting}=false is not supported: BERT's tokenizer always does it.")
@@ -184,8 +184,8 @@ def original_lower_case(folder_name: str, flag: bool | None) -> bool:
     else:
         named = None
     if flag is None and named is None:
-        raise CheckpointError(f"google-research/bert checkpoints do not record lower-casing and {folder_name!r} "
-                              "is not a Google release name (uncased_L-*, cased_L-*); pass "
+        raise CheckpointError("google-research/bert checkpoints do not record lower-casing and "
+                              f"{folder_name!r} is not a Google release name (uncased_L-*, cased_L-*); pass "
                               "--do_lower_case=true or false.")
     if flag is not None and named is not None and flag != named:
         raise CheckpointError(f"--do_lower_case={str(flag).lower()} contradicts the release name "
@@ -229,7 +229,8 @@ def weights_from_huggingface(tensors: Mapping[str, np.ndarray], config: BertConf
         used.add(found[0])
     if missing and all(key.startswith("pooler.") for key in missing):
         raise CheckpointError("The weights have no pooler (pooler.dense.*), as when saved with "
-                              "add_pooling_layer=False; bert-beam serves pooled_output and will not invent one.")
+                              "add_pooling_layer=False; bert-beam serves pooled_output and will not "
+                              "invent one.")
     if missing:
         raise CheckpointError(f"The weights lack {len(missing)} encoder tensor(s): {missing[:5]}.")
     unexpected = sorted(key for key in tensors if key not in used and _is_huggingface_encoder_key(key))
@@ -263,7 +264,7 @@ def _read_safetensors(folder: str) -> dict[str, np.ndarray]:
         files = [os.path.join(folder, shard) for shard in shards]
     else:
         raise CheckpointError(f"{folder} has no {HF_WEIGHTS}; {HF_PICKLED_WEIGHTS} is a pickle, which is "
-                              "never loaded. Save the model with safetensors (save_pretrained does by default).")
+                              "never loaded. Save the model with safetensors (save_pretrained's default).")
     tensors: dict[str, np.ndarray] = {}
     for path in files:
         with safe_open(path, framework="np") as handle:
@@ -283,7 +284,8 @@ def _checkpoint_prefix(folder: str) -> str:
         return prefix
     latest = tf.train.latest_checkpoint(folder)
     if latest is None:
-        raise CheckpointError(f"{folder} has no {ORIGINAL_CHECKPOINT}.index and no checkpoint file naming one.")
+        raise CheckpointError(f"{folder} has no {ORIGINAL_CHECKPOINT}.index and no checkpoint file "
+                              "naming one.")
     return latest
 
 
@@ -311,7 +313,8 @@ def _read_vocab(folder: str, config: BertConfig, do_lower_case: bool) -> tuple[s
         raise CheckpointError(f"{folder} has no {VOCAB}.")
     lines = read_vocab_file(path)
     if len(lines) > config.vocab_size:
-        raise CheckpointError(f"{VOCAB} has {len(lines)} tokens but the model embeds only {config.vocab_size}.")
+        raise CheckpointError(f"{VOCAB} has {len(lines)} tokens but the model embeds only "
+                              f"{config.vocab_size}.")
     try:
         FullTokenizer(lines, do_lower_case)
     except ValueError as error:

@@ -17,16 +17,9 @@ from collections.abc import Sequence
 
 from pipeline.checkpoints import BertSource, CheckpointError, read_bert_source
 from pipeline.export import export_tf1_hub_module, export_tf2_saved_model
+from pipeline.options import parse_bool
 
 EXPORTERS = {"tf1hub": export_tf1_hub_module, "tf2": export_tf2_saved_model}
-
-
-def parse_bool(text: str) -> bool:
-    """``true`` or ``false`` (any case); anything else is an error, never silently truthy."""
-    value = text.strip().lower()
-    if value not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value == "true"
 
 
 def convert(source_dir: str, output_dir: str, output_format: str,
