@@ -7,7 +7,9 @@ them into place when the run finalises.
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
+import time
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -21,6 +23,7 @@ from transforms.records import Embedding, Rejected
 
 OUTPUT_COMPRESSIONS = {"none": CompressionTypes.UNCOMPRESSED, "gzip": CompressionTypes.GZIP}
 DEAD_LETTER_SUFFIX = ".jsonl"
+_LOG = logging.getLogger(__name__)
 _ENCODE_BATCH = 64
 
 
@@ -46,12 +49,31 @@ class _EncodeExamples(beam.DoFn):
 
     def setup(self) -> None:
         self._encoder = ExampleEncoder(self._outputs)
+        self._progress = _Progress()
 
     def process(self, batch: Sequence[Embedding]) -> Iterator[bytes]:
         encoded = self._encoder.encode(batch)
         self._records.inc(len(encoded))
         self._documents.inc(sum(1 for e in batch if e.features.window == 0))
+        self._progress.add(len(encoded))
         yield from encoded
+
+
+class _Progress:
+    """Logs records written by this worker process and their rate, at most every 30 seconds."""
+
+    def __init__(self, every_seconds: float = 30.0) -> None:
+        self._every = every_seconds
+        self._start = self._last = time.monotonic()
+        self._count = 0
+
+    def add(self, records: int) -> None:
+        self._count += records
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            _LOG.info("bert-beam progress: %d records written by this worker, %.1f records/s",
+                      self._count, self._count / (now - self._start))
 
 
 class WriteEmbeddings(beam.PTransform):

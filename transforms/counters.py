@@ -13,6 +13,8 @@ RECORDS_WRITTEN = "records_written"
 REAL_TOKENS = "real_tokens"
 PADDED_TOKENS = "padded_tokens"
 MODEL_LOAD_MS = "model_load_ms"
+BATCHES = "batches"
+BATCH_LATENCY_MS = "batch_latency_ms"
 
 SUMMARY_COUNTERS = (
     DOCUMENTS_READ,
@@ -24,4 +26,5 @@ SUMMARY_COUNTERS = (
     RECORDS_WRITTEN,
     REAL_TOKENS,
     PADDED_TOKENS,
+    BATCHES,
 )

@@ -42,6 +42,8 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         self._real_tokens = Metrics.counter(counters.NAMESPACE, counters.REAL_TOKENS)
         self._padded_tokens = Metrics.counter(counters.NAMESPACE, counters.PADDED_TOKENS)
         self._model_load_ms = Metrics.distribution(counters.NAMESPACE, counters.MODEL_LOAD_MS)
+        self._batches = Metrics.counter(counters.NAMESPACE, counters.BATCHES)
+        self._batch_latency_ms = Metrics.distribution(counters.NAMESPACE, counters.BATCH_LATENCY_MS)
 
     def load_model(self) -> LoadedBert:
         start = time.perf_counter()
@@ -58,7 +60,10 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         inference_args: Mapping[str, Any] | None = None,
     ) -> list[PredictionResult]:
         arrays = pad_batch(batch, self._batching.batch_padded_length(batch))
+        start = time.perf_counter()
         outputs = model(arrays)
+        self._batch_latency_ms.update(int((time.perf_counter() - start) * 1000))
+        self._batches.inc()
         real = int(arrays["input_mask"].sum())
         self._real_tokens.inc(real)
         self._padded_tokens.inc(arrays["input_mask"].size - real)
