@@ -40,3 +40,31 @@ lock:
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
+
+# Google Cloud Dataflow (README, "Running on Google Cloud Dataflow"). Settings come from make's command
+# line or the environment (PROJECT=... REGION=... BUCKET=... TAG=... ARGS='...'), never from this file's
+# shell lines; DRY_RUN=1 prints the gcloud/python commands instead of running them.
+.PHONY: image template dataflow-run
+
+image:
+	$(PYTHON_BASE) scripts/dataflow.py image
+
+template:
+	$(PYTHON_BASE) scripts/dataflow.py template
+
+dataflow-run: install
+	$(PYTHON) scripts/dataflow.py run
+
+# Every benchmark in full mode, one after another (each under ~5 min on 2 cores); each prints its
+# figures and appends them to benchmarks/RESULTS.md. plot.py reads padding.py's data, so it runs after.
+.PHONY: bench
+
+bench: install
+	$(PYTHON) benchmarks/encode_outputs.py
+	$(PYTHON) benchmarks/tokenizer.py
+	$(PYTHON) benchmarks/pipeline_vs_model.py
+	$(PYTHON) benchmarks/padding.py
+	$(PYTHON) benchmarks/scaling.py
+	$(PYTHON) benchmarks/bert_large_cpu.py
+	$(PYTHON) benchmarks/peer_mltransform.py
+	$(PYTHON) benchmarks/plot.py

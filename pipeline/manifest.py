@@ -8,6 +8,7 @@ re-reads the shards and reports any difference.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import json
@@ -164,15 +165,23 @@ def verify(prefix: str) -> list[str]:
 
 
 def stale_outputs(prefix: str, dead_letter_prefix: str) -> list[str]:
-    """Files an earlier run left under the output or dead-letter prefix (shards, schema, manifest)."""
+    """What an earlier run left: shards, schema and manifest under the prefixes, and the
+    temporary folders (``beam-temp-NAME-*``) of a run killed before Beam could remove them."""
     from apache_beam.io.filesystems import FileSystems
 
     patterns = [prefix + SHARD_GLOB, prefix + SHARD_GLOB + ".gz", prefix + schema.SCHEMA_SUFFIX,
                 prefix + MANIFEST_SUFFIX, dead_letter_prefix + "-?????-of-?????.jsonl"]
+    folders: list[str] = []
+    for sink_prefix in (prefix, prefix + ".schema", dead_letter_prefix):
+        directory, name = posixpath.split(sink_prefix)
+        temporary = posixpath.join(directory, f"beam-temp-{name}-*")
+        patterns.append(temporary + "/*")
+        if "://" not in temporary:  # object stores have no folders; local ones must go too
+            folders.extend(sorted(glob.glob(temporary)))
     found: list[str] = []
     for result in FileSystems.match(patterns):
         found.extend(m.path for m in result.metadata_list)
-    return sorted(found)
+    return found + folders
 
 
 def delete_files(paths: Iterable[str]) -> None:

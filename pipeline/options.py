@@ -98,6 +98,18 @@ class BertBeamOptions(PipelineOptions):
                            help="Exact number of model copies per worker (implies sharing).")
         group.add_argument("--max_record_bytes", type=positive_int, default=DEFAULT_MAX_RECORD_BYTES,
                            help="Largest input record (line) accepted; longer ones are dead-lettered.")
+        cloud = parser.add_argument_group("bert-beam on Google Cloud Dataflow")
+        cloud.add_argument("--gpu_type", default=None,
+                           help="GPU for the Dataflow workers, e.g. nvidia-l4 or nvidia-tesla-t4; sets "
+                           "worker_accelerator, the machine type and model sharing (see README).")
+        cloud.add_argument("--gpu_count", type=positive_int, default=None,
+                           help="GPUs per worker (default 1 with --gpu_type).")
+        cloud.add_argument("--require_gpu", type=parse_bool, nargs="?", const=True, default=None,
+                           help="A worker whose TensorFlow sees no GPU fails at model load "
+                           "(true|false; default true with --gpu_type).")
+        cloud.add_argument("--right_fitting", type=parse_bool, nargs="?", const=True, default=False,
+                           help="Only the embedding step runs on GPU workers (resource hints); "
+                           "reading and writing stay on the job's CPU workers.")
 
 
 def all_options_parser() -> argparse.ArgumentParser:

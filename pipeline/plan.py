@@ -36,6 +36,7 @@ class RunPlan:
     output_compression: str
     num_shards: int
     model_config: ModelConfig
+    model_path: str
     model_description: str
     tokenizer_config: TokenizerConfig
     feature_config: FeatureConfig
@@ -187,6 +188,7 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
         output_compression=options.output_compression,
         num_shards=options.num_shards,
         model_config=model_config,
+        model_path=model.path,
         model_description=model.describe(),
         tokenizer_config=tokenizer_config,
         feature_config=feature_config,

@@ -14,8 +14,17 @@ import sys
 from collections.abc import Sequence
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.options import BertBeamOptions, ConfigurationError, parse_pipeline_options
+from pipeline.dataflow import (
+    inference_resource_hints,
+    is_dataflow,
+    resolve_dataflow_options,
+    submitted_message,
+)
+from pipeline.dry_run import describe_dry_run, dry_run_requested
+from pipeline.manifest import build_manifest, delete_files, model_fingerprint, stale_outputs, write_manifest
+from pipeline.options import BertBeamOptions, ConfigurationError
 from pipeline.plan import RunPlan, prepare_run
 from pipeline.sinks import WriteDeadLetters, WriteEmbeddings
 from pipeline.sources import ReadDocuments
@@ -30,11 +39,16 @@ def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
     read = pipeline | "ReadDocuments" >> ReadDocuments(plan.input_pattern, plan.input_config)
     documents = read.documents | "Redistribute" >> beam.Reshuffle()
     handler = BertModelHandler(
-        plan.model_config, plan.batching, large_model=plan.large_model, model_copies=plan.model_copies
+        plan.model_config,
+        plan.batching,
+        large_model=plan.large_model,
+        model_copies=plan.model_copies,
+        require_gpu=bool(pipeline.options.view_as(BertBeamOptions).require_gpu),
     )
+    # --right_fitting puts the embedding step (and only it) on GPU workers; no hints otherwise.
     embedded = documents | "EmbedDocuments" >> EmbedDocuments(
         plan.tokenizer_config, plan.feature_config, plan.batching, handler
-    )
+    ).with_resource_hints(**inference_resource_hints(pipeline.options))
     _ = embedded["embeddings"] | "WriteEmbeddings" >> WriteEmbeddings(
         plan.output_prefix, plan.outputs, plan.hidden_size, plan.output_compression, plan.num_shards
     )
@@ -46,17 +60,60 @@ def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
     return pipeline
 
 
-def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> RunSummary:
-    """Validates the configuration, runs the pipeline to the end and returns its summary."""
-    options = parse_pipeline_options(list(argv) if argv is not None else sys.argv[1:])
+def _new_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A pipeline on ``options``; Beam's own option checks (project id, gs:// paths ...) run here."""
+    try:
+        return beam.Pipeline(options=options)
+    except ValueError as error:  # Beam raises "Pipeline has validations errors: ..."
+        raise ConfigurationError(str(error).strip()) from error
+
+
+def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> RunSummary | None:
+    """Validates the configuration, runs the pipeline to the end and returns its summary.
+
+    On Dataflow it submits the job and returns None without waiting (a Flex Template launch
+    must exit once the job exists); the counters are on the job's console page. With
+    ``--dry_run`` it prints what would run, runs nothing and returns None.
+    """
+    options = resolve_dataflow_options(list(argv) if argv is not None else sys.argv[1:])
+    dry_run = dry_run_requested(options)
+    pipeline = test_pipeline if test_pipeline is not None else _new_pipeline(options)
     plan = prepare_run(options.view_as(BertBeamOptions))
     logging.info("bert-beam: %s", plan.describe())
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    result = build_pipeline(plan, pipeline).run()
+    build_pipeline(plan, pipeline)
+    if dry_run:
+        print(describe_dry_run(options, pipeline, plan.describe()), flush=True)
+        return None
+    _remove_earlier_outputs(plan)
+    result = pipeline.run()
+    if is_dataflow(options):
+        print(submitted_message(result, options), flush=True)
+        return None
     result.wait_until_finish()
     summary = summarize(result, plan.output_prefix, plan.dead_letter_prefix)
+    manifest = build_manifest(
+        plan.output_prefix,
+        summary.counters,
+        {"handle": plan.model_config.handle, "path": plan.model_path,
+         "fingerprint": model_fingerprint(plan.model_path)},
+        options.view_as(BertBeamOptions).get_all_options(current_only=True),
+    )
+    write_manifest(plan.output_prefix, manifest)
     print(summary.line(), flush=True)
     return summary
+
+
+def _remove_earlier_outputs(plan: RunPlan) -> None:
+    """A rerun replaces what an earlier (perhaps killed) run left under the same prefixes.
+
+    Beam's sinks finalise shards by renaming; shards of an earlier run with another shard
+    count would otherwise stay beside the new ones and be read twice.
+    """
+    stale = stale_outputs(plan.output_prefix, plan.dead_letter_prefix)
+    if stale:
+        logging.warning("bert-beam: replacing %d file(s) of an earlier run under %s, e.g. %s",
+                        len(stale), plan.output_prefix, stale[0])
+        delete_files(stale)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,8 @@ from pipeline.checkpoints import (
     original_lower_case,
     read_bert_source,
 )
-from pipeline.convert import convert, main, parse_bool
+from pipeline.convert import convert, main
+from pipeline.options import parse_bool
 from transforms.bert_encoder import GELU_ERF, GELU_TANH, RELU, BertConfig, bert_forward
 from transforms.model_loading import LoadedBert, ModelConfig
 from transforms.tokenization import read_vocab_file
@@ -343,9 +344,9 @@ def test_convert_returns_what_it_read(sources, tmp_path, model_config):
 
 
 def test_do_lower_case_flag_is_parsed_strictly():
-    assert (parse_bool("True"), parse_bool("false")) == (True, False)
+    assert (parse_bool("True"), parse_bool("false"), parse_bool("no")) == (True, False, False)
     with pytest.raises(argparse.ArgumentTypeError, match="expected true or false"):
-        parse_bool("yes")
+        parse_bool("maybe")
 
 
 def test_a_folder_with_no_checkpoint_is_refused(tmp_path):

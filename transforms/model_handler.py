@@ -13,6 +13,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms import counters
 from transforms.batching import BatchingConfig
+from transforms.devices import configure_gpus
 from transforms.features import pad_batch
 from transforms.model_loading import LoadedBert, ModelConfig
 from transforms.records import Features
@@ -35,10 +36,12 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         *,
         large_model: bool = False,
         model_copies: int | None = None,
+        require_gpu: bool = False,
     ) -> None:
         super().__init__(large_model=large_model, model_copies=model_copies)
         self._model_config = model_config
         self._batching = batching
+        self._require_gpu = require_gpu
         self._real_tokens = Metrics.counter(counters.NAMESPACE, counters.REAL_TOKENS)
         self._padded_tokens = Metrics.counter(counters.NAMESPACE, counters.PADDED_TOKENS)
         self._model_load_ms = Metrics.distribution(counters.NAMESPACE, counters.MODEL_LOAD_MS)
@@ -46,11 +49,13 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         self._batch_latency_ms = Metrics.distribution(counters.NAMESPACE, counters.BATCH_LATENCY_MS)
 
     def load_model(self) -> LoadedBert:
+        # GPU memory growth must be set before TensorFlow touches a GPU in this process.
+        device = configure_gpus(self._require_gpu)
         start = time.perf_counter()
         model = LoadedBert(self._model_config)
         elapsed_ms = int((time.perf_counter() - start) * 1000)
         self._model_load_ms.update(elapsed_ms)
-        _LOG.info("Loaded %s in %d ms.", model.describe(), elapsed_ms)
+        _LOG.info("Loaded %s on %s in %d ms.", model.describe(), device, elapsed_ms)
         return model
 
     def run_inference(
