@@ -117,7 +117,15 @@ def _remove_earlier_outputs(plan: RunPlan) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point (``bert-beam``); exit status 2 on misconfiguration."""
+    """Console entry point (``bert-beam``); exit status 2 on misconfiguration.
+
+    ``bert-beam convert ...`` is ``python -m pipeline.convert ...``.
+    """
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if argv[:1] == ["convert"]:
+        from pipeline import convert
+
+        return convert.main(argv[1:])
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("apache_beam.typehints").setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
