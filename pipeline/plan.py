@@ -149,6 +149,7 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
             handle=options.model,
             signature=options.signature,
             tensor_names=parse_tensor_names(options.signature_tensors),
+            jit_compile=options.jit_compile,
         )
     except ValueError as error:
         raise ConfigurationError(str(error)) from error

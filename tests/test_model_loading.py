@@ -173,3 +173,12 @@ def test_padding_to_a_length_bucket_does_not_change_real_token_outputs(tf1_modul
                                        atol=1e-5)
             np.testing.assert_allclose(got.inference["pooled_output"], want.inference["pooled_output"],
                                        atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture", ["tf1_module", "tf2_model"])
+def test_xla_compiled_calls_stay_within_tolerance(request, fixture):
+    path = request.getfixturevalue(fixture)
+    plain = LoadedBert(ModelConfig(path))(BATCH)
+    compiled = LoadedBert(ModelConfig(path, jit_compile=True))(BATCH)
+    for key in ("pooled_output", "sequence_output"):
+        np.testing.assert_allclose(compiled[key], plain[key], atol=1e-5)

@@ -17,6 +17,7 @@ from helpers import (
 )
 
 from pipeline import schema
+from pipeline.manifest import MANIFEST_SUFFIX
 from pipeline.reader import load_layout, make_dataset, read_embeddings
 from transforms.features import FeatureConfig, document_features
 from transforms.records import Document
@@ -132,12 +133,12 @@ def test_long_document_windows_cover_every_wordpiece(embedded, vocab_lines):
     assert [rebuilt[i] for i in range(len(full))] == full
 
 
-def test_output_files_are_exactly_shards_and_schema(embedded):
+def test_output_files_are_exactly_shards_schema_and_manifest(embedded):
     _, _, prefix, _, _ = embedded
     names = sorted(os.path.basename(p) for p in glob.glob(prefix + "*"))
     shards = [n for n in names if n.endswith(".tfrecord")]
     assert shards and all(n.startswith("emb-") and "-of-" in n for n in shards)
-    assert set(names) - set(shards) == {"emb" + schema.SCHEMA_SUFFIX}
+    assert set(names) - set(shards) == {"emb" + schema.SCHEMA_SUFFIX, "emb" + MANIFEST_SUFFIX}
 
 
 def test_output_reads_back_with_tf_data(embedded):

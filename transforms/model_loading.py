@@ -55,6 +55,7 @@ class ModelConfig:
     handle: str
     signature: str | None = None
     tensor_names: Mapping[str, str] = field(default_factory=dict)
+    jit_compile: bool = False
 
 
 def parse_tensor_names(text: str | None) -> dict[str, str]:
@@ -202,6 +203,9 @@ class LoadedBert:
                     + _describe_signatures(signatures)
                 )
             self._bind_signature(signatures[self.entry], self.entry)
+        # XLA compiles the whole call once per input shape; length buckets keep shapes few.
+        self._invoke = tf.function(self._call_model, jit_compile=True) if config.jit_compile \
+            else self._call_model
 
     def _is_tf2_bert(self) -> bool:
         return callable(self._model) and hasattr(self._model, "vocab_file")
@@ -243,14 +247,17 @@ class LoadedBert:
         """Runs one padded batch; returns ``pooled_output`` and ``sequence_output`` as numpy."""
         import tensorflow as tf
 
+        inputs = {k: tf.constant(batch[k], self._dtypes.get(k, tf.int32)) for k in INPUT_KEYS}
+        outputs = self._invoke(inputs)
+        return {k: value.numpy().astype(np.float32, copy=False) for k, value in outputs.items()}
+
+    def _call_model(self, inputs: Mapping) -> dict:
+        """The model call on tensors, keyed by the pipeline's own tensor names."""
         if self._signature_fn is None:
-            inputs = {TF2_INPUT_NAMES[k]: tf.constant(batch[k], tf.int32) for k in INPUT_KEYS}
-            outputs = self._model(inputs, training=False)
-            return {k: outputs[k].numpy() for k in OUTPUT_KEYS}
-        kwargs = {self._tensor_names[k]: tf.constant(batch[k], self._dtypes[k]) for k in INPUT_KEYS}
-        outputs = self._signature_fn(**kwargs)
-        return {k: outputs[self._tensor_names[k]].numpy().astype(np.float32, copy=False)
-                for k in OUTPUT_KEYS if k in self._tensor_names}
+            outputs = self._model({TF2_INPUT_NAMES[k]: inputs[k] for k in INPUT_KEYS}, training=False)
+            return {k: outputs[k] for k in OUTPUT_KEYS}
+        outputs = self._signature_fn(**{self._tensor_names[k]: inputs[k] for k in INPUT_KEYS})
+        return {k: outputs[self._tensor_names[k]] for k in OUTPUT_KEYS if k in self._tensor_names}
 
     def tokenizer_source(self) -> tuple[str | None, bool | None]:
         """The model's own vocab path and lower-casing, where it declares them."""
