@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -85,12 +86,13 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         print(describe_dry_run(options, pipeline, plan.describe()), flush=True)
         return None
     _remove_earlier_outputs(plan)
+    started = time.monotonic()
     result = pipeline.run()
     if is_dataflow(options):
         print(submitted_message(result, options), flush=True)
         return None
     result.wait_until_finish()
-    summary = summarize(result, plan.output_prefix, plan.dead_letter_prefix)
+    summary = summarize(result, plan.output_prefix, plan.dead_letter_prefix, time.monotonic() - started)
     manifest = build_manifest(
         plan.output_prefix,
         summary.counters,
@@ -99,6 +101,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         options.view_as(BertBeamOptions).get_all_options(current_only=True),
     )
     write_manifest(plan.output_prefix, manifest)
+    print(summary.report(), flush=True)
     print(summary.line(), flush=True)
     return summary
 

@@ -12,7 +12,8 @@ WINDOWS = "windows"
 RECORDS_WRITTEN = "records_written"
 REAL_TOKENS = "real_tokens"
 PADDED_TOKENS = "padded_tokens"
-MODEL_LOAD_MS = "model_load_ms"
+# Recorded by Beam's RunInference in this namespace (the handler's get_metrics_namespace).
+MODEL_LOAD_MS = "load_model_latency_milli_secs"
 BATCHES = "batches"
 BATCH_LATENCY_MS = "batch_latency_ms"
 

@@ -44,7 +44,6 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         self._require_gpu = require_gpu
         self._real_tokens = Metrics.counter(counters.NAMESPACE, counters.REAL_TOKENS)
         self._padded_tokens = Metrics.counter(counters.NAMESPACE, counters.PADDED_TOKENS)
-        self._model_load_ms = Metrics.distribution(counters.NAMESPACE, counters.MODEL_LOAD_MS)
         self._batches = Metrics.counter(counters.NAMESPACE, counters.BATCHES)
         self._batch_latency_ms = Metrics.distribution(counters.NAMESPACE, counters.BATCH_LATENCY_MS)
 
@@ -54,7 +53,6 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         start = time.perf_counter()
         model = LoadedBert(self._model_config)
         elapsed_ms = int((time.perf_counter() - start) * 1000)
-        self._model_load_ms.update(elapsed_ms)
         _LOG.info("Loaded %s on %s in %d ms.", model.describe(), device, elapsed_ms)
         return model
 

@@ -1,0 +1,24 @@
+"""The end-of-run summary line and report."""
+
+from __future__ import annotations
+
+from pipeline.summary import RunSummary
+
+COUNTERS = {"documents_read": 10, "documents_embedded": 8, "documents_rejected": 2, "records_written": 9,
+            "real_tokens": 900, "padded_tokens": 100, "batches": 3}
+
+
+def test_line_says_when_counts_do_not_add_up():
+    assert "DO NOT ADD UP" not in RunSummary(COUNTERS, "o", "d").line()
+    broken = RunSummary({**COUNTERS, "documents_rejected": 1}, "o", "d")
+    assert not broken.accounted and "COUNTS DO NOT ADD UP" in broken.line()
+
+
+def test_report_gives_throughput_padding_and_model_time():
+    summary = RunSummary(COUNTERS, "o", "d", wall_seconds=4.0,
+                         distribution_sums={"batch_latency_ms": 3000, "load_model_latency_milli_secs": 500})
+    report = summary.report()
+    assert "9 records in 4.0 s: 2.0 documents/s, 225 real tokens/s" in report
+    assert "900 real of 1000 computed tokens (1.11 computed per real token)" in report
+    assert "3 batches, 3.0 s in model calls" in report and "75% of the wall time" in report
+    assert "0.5 s loading models" in report
