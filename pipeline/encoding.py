@@ -26,8 +26,16 @@ def _scalar_column(values: Sequence[int]) -> pa.Array:
     return _list_column(np.asarray(values, dtype=np.int64), [1] * len(values))
 
 
+def sequence_numpy_dtype(sequence_dtype: str) -> np.dtype:
+    """The little-endian numpy dtype of a ``--sequence_dtype``."""
+    import ml_dtypes
+
+    return {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"),
+            "bfloat16": np.dtype(ml_dtypes.bfloat16)}[sequence_dtype]
+
+
 def embeddings_to_record_batch(
-    embeddings: Sequence[Embedding], outputs: Sequence[str]
+    embeddings: Sequence[Embedding], outputs: Sequence[str], sequence_dtype: str = schema.FLOAT32
 ) -> pa.RecordBatch:
     """One Arrow row per embedding, one list column per output feature."""
     features = [e.features for e in embeddings]
@@ -54,23 +62,30 @@ def embeddings_to_record_batch(
     if schema.MEAN in outputs:
         mean = np.stack([e.mean_output for e in embeddings]).astype(np.float32, copy=False)
         columns[schema.MEAN_OUTPUT] = _list_column(mean.reshape(-1), hidden)
-    if schema.SEQUENCE in outputs:
+    if schema.SEQUENCE in outputs and sequence_dtype == schema.FLOAT32:
         sequence = np.concatenate([e.sequence_output.reshape(-1) for e in embeddings])
         columns[schema.SEQUENCE_OUTPUT] = _list_column(
             sequence.astype(np.float32, copy=False), [t * h for t, h in zip(lengths, hidden, strict=True)])
+    elif schema.SEQUENCE in outputs:
+        dtype = sequence_numpy_dtype(sequence_dtype)
+        raw = [e.sequence_output.astype(dtype).tobytes() for e in embeddings]
+        columns[schema.SEQUENCE_OUTPUT] = pa.LargeListArray.from_arrays(
+            pa.array(np.arange(len(raw) + 1, dtype=np.int64)), pa.array(raw, type=pa.large_binary()))
     return pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
 
 
 class ExampleEncoder:
     """Serializes batches of embeddings as tf.Example bytes with tfx-bsl."""
 
-    def __init__(self, outputs: Sequence[str]) -> None:
+    def __init__(self, outputs: Sequence[str], sequence_dtype: str = schema.FLOAT32) -> None:
         from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
         self._outputs = tuple(outputs)
+        self._sequence_dtype = sequence_dtype
         self._encoder = RecordBatchToExamplesEncoder()
 
     def encode(self, embeddings: Sequence[Embedding]) -> list[bytes]:
         if not embeddings:
             return []
-        return self._encoder.encode(embeddings_to_record_batch(embeddings, self._outputs))
+        return self._encoder.encode(
+            embeddings_to_record_batch(embeddings, self._outputs, self._sequence_dtype))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from pipeline.schema import SEQUENCE_DTYPES
 from pipeline.sinks import OUTPUT_COMPRESSIONS
 from pipeline.sources import COMPRESSIONS, DEFAULT_MAX_RECORD_BYTES, INPUT_FORMATS
 from transforms.features import LONG_DOCUMENT_MODES
@@ -70,6 +71,9 @@ class BertBeamOptions(PipelineOptions):
                            help="Override the model's lower-casing (true|false).")
         group.add_argument("--outputs", default="pooled,sequence",
                            help="Comma-separated outputs to write: pooled, mean, sequence.")
+        group.add_argument("--sequence_dtype", choices=SEQUENCE_DTYPES, default="float32",
+                           help="Storage of sequence_output: float32 (a float list), or float16 / "
+                           "bfloat16 (half the size, raw little-endian bytes; the reader decodes them).")
         group.add_argument("--dead_letter", default=None,
                            help="Prefix for rejected records (JSON Lines); default "
                            "DIR/dead_letter/NAME beside --output DIR/NAME.")

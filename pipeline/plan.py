@@ -33,6 +33,7 @@ class RunPlan:
     output_prefix: str
     dead_letter_prefix: str
     outputs: tuple[str, ...]
+    sequence_dtype: str
     output_compression: str
     num_shards: int
     model_config: ModelConfig
@@ -186,6 +187,7 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
         output_prefix=options.output,
         dead_letter_prefix=options.dead_letter or default_dead_letter_prefix(options.output),
         outputs=outputs,
+        sequence_dtype=options.sequence_dtype,
         output_compression=options.output_compression,
         num_shards=options.num_shards,
         model_config=model_config,

@@ -26,6 +26,7 @@ class OutputLayout:
 
     outputs: tuple[str, ...]
     hidden_size: int
+    sequence_dtype: str = schema.FLOAT32
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,20 @@ def load_layout(prefix: str) -> OutputLayout:
         parsed = text_format.Parse(handle.read(), schema_pb2.Schema())
     names = {feature.name: feature for feature in parsed.feature}
     outputs = tuple(kind for kind, key in schema.OUTPUT_FEATURES.items() if key in names)
-    return OutputLayout(outputs=outputs, hidden_size=int(names[schema.HIDDEN_SIZE].int_domain.max))
+    sequence_dtype = schema.FLOAT32
+    if schema.SEQUENCE_OUTPUT in names:
+        for tag in names[schema.SEQUENCE_OUTPUT].annotation.tag:
+            if tag.startswith(schema.DTYPE_TAG):
+                sequence_dtype = tag.removeprefix(schema.DTYPE_TAG)
+    return OutputLayout(outputs, int(names[schema.HIDDEN_SIZE].int_domain.max), sequence_dtype)
 
 
-def feature_spec(outputs: tuple[str, ...], hidden_size: int) -> dict:
-    """The ``tf.io.parse_example`` spec of the records a run with ``outputs`` writes."""
+def feature_spec(outputs: tuple[str, ...], hidden_size: int, sequence_dtype: str = schema.FLOAT32) -> dict:
+    """The ``tf.io.parse_example`` spec of the records a run with ``outputs`` writes.
+
+    With a 16-bit ``sequence_dtype``, ``sequence_output`` parses as raw bytes; decode it
+    with ``tf.io.decode_raw`` (``make_dataset`` does).
+    """
     import tensorflow as tf
 
     spec = {schema.ID: tf.io.FixedLenFeature([], tf.string)}
@@ -70,7 +80,8 @@ def feature_spec(outputs: tuple[str, ...], hidden_size: int) -> dict:
         if kind in outputs:
             spec[schema.OUTPUT_FEATURES[kind]] = tf.io.FixedLenFeature([hidden_size], tf.float32)
     if schema.SEQUENCE in outputs:
-        spec[schema.SEQUENCE_OUTPUT] = tf.io.RaggedFeature(tf.float32)
+        spec[schema.SEQUENCE_OUTPUT] = (tf.io.RaggedFeature(tf.float32) if sequence_dtype == schema.FLOAT32
+                                        else tf.io.FixedLenFeature([], tf.string))
     return spec
 
 
@@ -89,7 +100,8 @@ def make_dataset(prefix: str, layout: OutputLayout | None = None):
     files = shard_files(prefix)
     if not files:
         raise FileNotFoundError(f"No shards match {prefix}{SHARD_PATTERN}[.gz].")
-    spec = feature_spec(layout.outputs, layout.hidden_size)
+    spec = feature_spec(layout.outputs, layout.hidden_size, layout.sequence_dtype)
+    raw_dtype = {"float16": tf.float16, "bfloat16": tf.bfloat16}.get(layout.sequence_dtype)
     compressions = {"GZIP" if name.endswith(".gz") else "" for name in files}
     if len(compressions) > 1:
         raise ValueError(f"{prefix} mixes compressed and uncompressed shards.")
@@ -98,8 +110,10 @@ def make_dataset(prefix: str, layout: OutputLayout | None = None):
     def parse(serialized):
         record = tf.io.parse_single_example(serialized, spec)
         if schema.SEQUENCE_OUTPUT in record:
-            record[schema.SEQUENCE_OUTPUT] = tf.reshape(
-                record[schema.SEQUENCE_OUTPUT], [-1, record[schema.HIDDEN_SIZE]])
+            sequence = record[schema.SEQUENCE_OUTPUT]
+            if raw_dtype is not None:
+                sequence = tf.cast(tf.io.decode_raw(sequence, raw_dtype, little_endian=True), tf.float32)
+            record[schema.SEQUENCE_OUTPUT] = tf.reshape(sequence, [-1, record[schema.HIDDEN_SIZE]])
         return record
 
     return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -51,7 +51,8 @@ def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
         plan.tokenizer_config, plan.feature_config, plan.batching, handler
     ).with_resource_hints(**inference_resource_hints(pipeline.options))
     _ = embedded["embeddings"] | "WriteEmbeddings" >> WriteEmbeddings(
-        plan.output_prefix, plan.outputs, plan.hidden_size, plan.output_compression, plan.num_shards
+        plan.output_prefix, plan.outputs, plan.hidden_size, plan.output_compression, plan.num_shards,
+        plan.sequence_dtype,
     )
     _ = (
         (read[REJECTED_TAG], embedded[REJECTED_TAG])

@@ -25,6 +25,10 @@ SEQUENCE = "sequence"
 OUTPUT_CHOICES = (POOLED, MEAN, SEQUENCE)
 OUTPUT_FEATURES = {POOLED: POOLED_OUTPUT, MEAN: MEAN_OUTPUT, SEQUENCE: SEQUENCE_OUTPUT}
 
+FLOAT32 = "float32"
+SEQUENCE_DTYPES = (FLOAT32, "float16", "bfloat16")
+DTYPE_TAG = "dtype:"
+
 SCHEMA_SUFFIX = ".schema.pbtxt"
 SHARD_SUFFIX = ".tfrecord"
 
@@ -45,13 +49,12 @@ def parse_outputs(text: str) -> tuple[str, ...]:
     return chosen
 
 
-def float_features(outputs: Sequence[str]) -> tuple[str, ...]:
-    """The float feature keys that ``outputs`` writes, in schema order."""
-    return tuple(OUTPUT_FEATURES[kind] for kind in OUTPUT_CHOICES if kind in outputs)
+def build_schema(outputs: Sequence[str], hidden_size: int, sequence_dtype: str = FLOAT32):
+    """The tensorflow-metadata Schema of the records that a run with ``outputs`` writes.
 
-
-def build_schema(outputs: Sequence[str], hidden_size: int):
-    """The tensorflow-metadata Schema of the records that a run with ``outputs`` writes."""
+    A 16-bit ``sequence_dtype`` stores ``sequence_output`` as one bytes value of raw
+    little-endian numbers, tagged ``dtype:float16`` or ``dtype:bfloat16``.
+    """
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     schema = schema_pb2.Schema()
@@ -81,14 +84,19 @@ def build_schema(outputs: Sequence[str], hidden_size: int):
     if MEAN in outputs:
         add(MEAN_OUTPUT, schema_pb2.FLOAT, hidden_size,
             "Mean of sequence_output over the real tokens, [CLS] and [SEP] included.")
-    if SEQUENCE in outputs:
+    if SEQUENCE in outputs and sequence_dtype == FLOAT32:
         add(SEQUENCE_OUTPUT, schema_pb2.FLOAT, None,
             "sequence_output of the real tokens, row-major [sequence_length, hidden_size].")
+    elif SEQUENCE in outputs:
+        add(SEQUENCE_OUTPUT, schema_pb2.BYTES, 1,
+            f"sequence_output of the real tokens as raw little-endian {sequence_dtype}, "
+            "row-major [sequence_length, hidden_size].")
+        schema.feature[-1].annotation.tag.append(DTYPE_TAG + sequence_dtype)
     return schema
 
 
-def schema_text(outputs: Sequence[str], hidden_size: int) -> str:
+def schema_text(outputs: Sequence[str], hidden_size: int, sequence_dtype: str = FLOAT32) -> str:
     """The schema as text protobuf, as written to ``PREFIX.schema.pbtxt``."""
     from google.protobuf import text_format
 
-    return text_format.MessageToString(build_schema(outputs, hidden_size))
+    return text_format.MessageToString(build_schema(outputs, hidden_size, sequence_dtype))

@@ -41,14 +41,15 @@ def default_dead_letter_prefix(output_prefix: str) -> str:
 class _EncodeExamples(beam.DoFn):
     """Batches of Embeddings → serialized tf.Examples; counts what is written."""
 
-    def __init__(self, outputs: Sequence[str]) -> None:
+    def __init__(self, outputs: Sequence[str], sequence_dtype: str) -> None:
         self._outputs = tuple(outputs)
+        self._sequence_dtype = sequence_dtype
         self._encoder: ExampleEncoder | None = None
         self._records = Metrics.counter(counters.NAMESPACE, counters.RECORDS_WRITTEN)
         self._documents = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_EMBEDDED)
 
     def setup(self) -> None:
-        self._encoder = ExampleEncoder(self._outputs)
+        self._encoder = ExampleEncoder(self._outputs, self._sequence_dtype)
         self._progress = _Progress()
 
     def process(self, batch: Sequence[Embedding]) -> Iterator[bytes]:
@@ -86,6 +87,7 @@ class WriteEmbeddings(beam.PTransform):
         hidden_size: int,
         output_compression: str = "none",
         num_shards: int = 0,
+        sequence_dtype: str = schema.FLOAT32,
     ) -> None:
         super().__init__()
         self._prefix = output_prefix
@@ -93,12 +95,13 @@ class WriteEmbeddings(beam.PTransform):
         self._hidden_size = hidden_size
         self._compression = output_compression
         self._num_shards = num_shards
+        self._sequence_dtype = sequence_dtype
 
     def expand(self, embeddings):
         written = (
             embeddings
             | "BatchForEncoding" >> beam.BatchElements(min_batch_size=1, max_batch_size=_ENCODE_BATCH)
-            | "EncodeExamples" >> beam.ParDo(_EncodeExamples(self._outputs))
+            | "EncodeExamples" >> beam.ParDo(_EncodeExamples(self._outputs, self._sequence_dtype))
             | "WriteTFRecords" >> beam.io.WriteToTFRecord(
                 self._prefix,
                 file_name_suffix=shard_suffix(self._compression),
@@ -108,7 +111,8 @@ class WriteEmbeddings(beam.PTransform):
         )
         schema_file = (
             embeddings.pipeline
-            | "CreateSchema" >> beam.Create([schema.schema_text(self._outputs, self._hidden_size)])
+            | "CreateSchema" >> beam.Create(
+                [schema.schema_text(self._outputs, self._hidden_size, self._sequence_dtype)])
             | "WriteSchema" >> beam.io.WriteToText(
                 self._prefix + schema.SCHEMA_SUFFIX.removesuffix(".pbtxt"),
                 file_name_suffix=".pbtxt",

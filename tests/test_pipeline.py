@@ -165,3 +165,20 @@ def test_text_files_are_one_document_per_line_with_file_line_ids(tmp_path, tf1_m
     letters = dead_letters(str(tmp_path / "out" / "dead_letter" / "emb"))
     assert [d["source"] for d in letters] == [f"{source}:2"]
     assert summary.accounted and summary["documents_read"] == 4
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float16", 2e-3), ("bfloat16", 2e-2)])
+def test_sixteen_bit_sequence_output_halves_the_size_and_reads_back(tmp_path, tf1_module, dtype, tolerance):
+    docs = write_jsonl(tmp_path / "docs.jsonl", GOOD)
+    full, half = str(tmp_path / "full" / "emb"), str(tmp_path / "half" / "emb")
+    run_pipeline(str(docs), full, tf1_module, "--outputs=sequence")
+    run_pipeline(str(docs), half, tf1_module, "--outputs=sequence", f"--sequence_dtype={dtype}")
+    assert load_layout(half).sequence_dtype == dtype
+    want = {r.id: r.sequence_output for r in read_embeddings(full)}
+    got = {r.id: r.sequence_output for r in read_embeddings(half)}
+    assert sorted(got) == sorted(want)
+    for key, values in want.items():
+        assert got[key].dtype == np.float32 and got[key].shape == values.shape
+        np.testing.assert_allclose(got[key], values, atol=tolerance * np.abs(values).max())
+    sizes = [sum(os.path.getsize(p) for p in glob.glob(prefix + "-*.tfrecord")) for prefix in (full, half)]
+    assert sizes[1] < 0.6 * sizes[0]
