@@ -11,6 +11,7 @@ from pipeline.schema import SEQUENCE_DTYPES
 from pipeline.sinks import OUTPUT_COMPRESSIONS
 from pipeline.sources import COMPRESSIONS, DEFAULT_MAX_RECORD_BYTES, INPUT_FORMATS
 from transforms.features import LONG_DOCUMENT_MODES
+from transforms.records import EXCERPT_CHARS
 
 DEFAULT_MODEL = "https://tfhub.dev/google/bert_cased_L-24_H-1024_A-16/1"
 
@@ -35,6 +36,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def excerpt_length(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= EXCERPT_CHARS:
+        raise argparse.ArgumentTypeError(f"expected 0 to {EXCERPT_CHARS}, got {text!r}")
     return value
 
 
@@ -77,6 +85,9 @@ class BertBeamOptions(PipelineOptions):
         group.add_argument("--dead_letter", default=None,
                            help="Prefix for rejected records (JSON Lines); default "
                            "DIR/dead_letter/NAME beside --output DIR/NAME.")
+        group.add_argument("--dead_letter_excerpt_chars", type=excerpt_length, default=EXCERPT_CHARS,
+                           help=f"Characters of a rejected record kept in its dead letter, 0 to "
+                           f"{EXCERPT_CHARS}; 0 keeps only its location (for sensitive data).")
         group.add_argument("--compression", choices=sorted(COMPRESSIONS), default="auto",
                            help="Input decompression: auto (from the extension), gzip or none.")
         group.add_argument("--output_compression", choices=sorted(OUTPUT_COMPRESSIONS), default="none",

@@ -32,6 +32,7 @@ class RunPlan:
     input_config: InputConfig
     output_prefix: str
     dead_letter_prefix: str
+    excerpt_chars: int
     outputs: tuple[str, ...]
     sequence_dtype: str
     output_compression: str
@@ -186,6 +187,7 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
         ),
         output_prefix=options.output,
         dead_letter_prefix=options.dead_letter or default_dead_letter_prefix(options.output),
+        excerpt_chars=options.dead_letter_excerpt_chars,
         outputs=outputs,
         sequence_dtype=options.sequence_dtype,
         output_compression=options.output_compression,

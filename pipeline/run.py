@@ -57,7 +57,7 @@ def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
     _ = (
         (read[REJECTED_TAG], embedded[REJECTED_TAG])
         | "MergeRejected" >> beam.Flatten()
-        | "WriteDeadLetters" >> WriteDeadLetters(plan.dead_letter_prefix)
+        | "WriteDeadLetters" >> WriteDeadLetters(plan.dead_letter_prefix, plan.excerpt_chars)
     )
     return pipeline
 

@@ -19,7 +19,7 @@ from apache_beam.metrics import Metrics
 from pipeline import schema
 from pipeline.encoding import ExampleEncoder
 from transforms import counters
-from transforms.records import Embedding, Rejected
+from transforms.records import EXCERPT_CHARS, Embedding, Rejected, excerpt
 
 OUTPUT_COMPRESSIONS = {"none": CompressionTypes.UNCOMPRESSED, "gzip": CompressionTypes.GZIP}
 DEAD_LETTER_SUFFIX = ".jsonl"
@@ -123,34 +123,40 @@ class WriteEmbeddings(beam.PTransform):
         return {"shards": written, "schema": schema_file}
 
 
-def rejected_to_json(rejected: Rejected) -> str:
-    """One dead-letter line: where the record came from, why it was rejected, an excerpt."""
+def rejected_to_json(rejected: Rejected, excerpt_chars: int = EXCERPT_CHARS) -> str:
+    """One dead-letter line: where the record came from, why it was rejected, a bounded excerpt."""
     return json.dumps(
         {"source": rejected.source, "stage": rejected.stage, "reason": rejected.reason,
-         "raw": rejected.raw},
+         "raw": excerpt(rejected.raw, excerpt_chars) if excerpt_chars else ""},
         ensure_ascii=False,
     )
 
 
 class _CountAndFormatRejected(beam.DoFn):
-    def __init__(self) -> None:
+    def __init__(self, excerpt_chars: int) -> None:
+        self._excerpt_chars = excerpt_chars
         self._rejected = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_REJECTED)
 
     def process(self, rejected: Rejected) -> Iterator[str]:
         self._rejected.inc()
-        yield rejected_to_json(rejected)
+        yield rejected_to_json(rejected, self._excerpt_chars)
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Rejected → ``PREFIX-SSSSS-of-NNNNN.jsonl``, counted as ``documents_rejected``."""
+    """Rejected → ``PREFIX-SSSSS-of-NNNNN.jsonl``, counted as ``documents_rejected``.
 
-    def __init__(self, prefix: str) -> None:
+    Every rejected record leaves through here: its ``raw`` is cut to ``excerpt_chars``
+    (0 keeps only its location), whatever stage rejected it.
+    """
+
+    def __init__(self, prefix: str, excerpt_chars: int = EXCERPT_CHARS) -> None:
         super().__init__()
         self._prefix = prefix
+        self._excerpt_chars = excerpt_chars
 
     def expand(self, rejected):
         return (
             rejected
-            | "ToJson" >> beam.ParDo(_CountAndFormatRejected())
+            | "ToJson" >> beam.ParDo(_CountAndFormatRejected(self._excerpt_chars))
             | "WriteJsonLines" >> beam.io.WriteToText(self._prefix, file_name_suffix=DEAD_LETTER_SUFFIX)
         )

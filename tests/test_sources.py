@@ -82,3 +82,15 @@ def test_hostile_files_complete_and_account_for_every_record(tmp_path, tf1_modul
     assert any(k.startswith("truncated.txt.gz") and "unreadable" in v for k, v in reasons.items())
     assert any(k.startswith("garbage.txt.gz") and "unreadable" in v for k, v in reasons.items())
     assert all(len(d["raw"]) <= 1100 for d in letters)
+
+
+def test_dead_letters_keep_only_a_configurable_excerpt(tmp_path, tf1_module):
+    secret = "secret " * 500
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "bad", "text": 5, "note": "' + secret + '"}\n{"id": "ok", "text": "the dog"}\n')
+    for chars, expected in (("0", ""), ("20", '{"id": "bad", "text"')):
+        prefix = str(tmp_path / f"out{chars}" / "emb")
+        run_pipeline(str(docs), prefix, tf1_module, f"--dead_letter_excerpt_chars={chars}")
+        (letter,) = dead_letters(str(tmp_path / f"out{chars}" / "dead_letter" / "emb"))
+        assert letter["raw"].startswith(expected) and len(letter["raw"]) < 60
+        assert letter["source"].endswith("docs.jsonl:1")
