@@ -8,7 +8,9 @@ speed: a per-word cache of wordpiece splits and vocabulary lookups done once.
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
 
@@ -102,6 +104,26 @@ def _is_chinese_char(code: int) -> bool:
     )
 
 
+@functools.cache
+def _cleaning_table() -> dict[int, str | None]:
+    """``str.translate`` table of BasicTokenizer's character rules, for every code point.
+
+    NUL, U+FFFD and control characters are dropped, whitespace becomes a space, CJK
+    ideographs get a space on each side; every other character is kept as it is.
+    Built once per process from the predicates below (about a second).
+    """
+    table: dict[int, str | None] = {}
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if code == 0 or code == 0xFFFD or _is_control(char):
+            table[code] = None
+        elif _is_whitespace(char):
+            table[code] = " "
+        elif _is_chinese_char(code):
+            table[code] = f" {char} "
+    return table
+
+
 class BasicTokenizer:
     """Cleans text, splits on whitespace and punctuation, isolates CJK characters."""
 
@@ -112,14 +134,23 @@ class BasicTokenizer:
         """Splits cleaned text into words and punctuation marks."""
         if text.isascii():
             return self._tokenize_ascii(text)
-        text = self._clean_text(text)
-        text = self._space_chinese_chars(text)
         words: list[str] = []
-        for token in text.split():
-            if self.do_lower_case:
-                token = self._strip_accents(token.lower())
-            words.extend(self._split_on_punctuation(token))
-        return " ".join(words).split()
+        for token in self.clean(text).split():
+            words.extend(self.split_token(token))
+        return words
+
+    @staticmethod
+    def clean(text: str) -> str:
+        """Drops NUL, U+FFFD and control characters, maps whitespace to a space and surrounds
+        every CJK ideograph with spaces, in one ``str.translate`` over a table of those rules."""
+        return text.translate(_cleaning_table())
+
+    def split_token(self, token: str) -> list[str]:
+        """One whitespace-free token to words: lower-cased and accent-stripped when uncased,
+        then split at punctuation. The rules are per token, so results can be cached by token."""
+        if self.do_lower_case:
+            token = self._strip_accents(token.lower())
+        return " ".join(self._split_on_punctuation(token)).split()
 
     def _tokenize_ascii(self, text: str) -> list[str]:
         """The same rules, specialised to ASCII text and run by C code (str.translate, re).
@@ -155,30 +186,6 @@ class BasicTokenizer:
                 start_new_word = False
                 pieces[-1].append(char)
         return ["".join(piece) for piece in pieces]
-
-    @staticmethod
-    def _space_chinese_chars(text: str) -> str:
-        """Surrounds every CJK ideograph with spaces so it becomes a word."""
-        if text.isascii():
-            return text
-        out: list[str] = []
-        for char in text:
-            if _is_chinese_char(ord(char)):
-                out.extend((" ", char, " "))
-            else:
-                out.append(char)
-        return "".join(out)
-
-    @staticmethod
-    def _clean_text(text: str) -> str:
-        """Drops NUL, U+FFFD and control characters; maps whitespace to a space."""
-        out: list[str] = []
-        for char in text:
-            code = ord(char)
-            if code == 0 or code == 0xFFFD or _is_control(char):
-                continue
-            out.append(" " if _is_whitespace(char) else char)
-        return "".join(out)
 
 
 class WordpieceTokenizer:
@@ -250,17 +257,28 @@ class FullTokenizer:
         return [self.inv_vocab[index] for index in self.tokenize_to_ids(text)]
 
     def tokenize_to_ids(self, text: str) -> list[int]:
-        """Text to wordpiece ids; repeated words are split once and cached."""
+        """Text to wordpiece ids; each distinct token is split once and its ids cached.
+
+        ASCII text is split into words by the ASCII fast path; other text into
+        whitespace tokens after cleaning, each then split by ``split_token``. Both kinds
+        of key map to the same ids for the same string, so they share one cache.
+        """
+        basic = self.basic_tokenizer
+        tokens = basic.tokenize(text) if text.isascii() else basic.clean(text).split()
         ids: list[int] = []
         cache = self._word_cache
-        for word in self.basic_tokenizer.tokenize(text):
-            word_ids = cache.get(word)
-            if word_ids is None:
-                word_ids = tuple(self.vocab[p] for p in self.wordpiece_tokenizer.tokenize_word(word))
+        for token in tokens:
+            token_ids = cache.get(token)
+            if token_ids is None:
+                token_ids = tuple(
+                    self.vocab[piece]
+                    for word in basic.split_token(token)
+                    for piece in self.wordpiece_tokenizer.tokenize_word(word)
+                )
                 if len(cache) >= _WORD_CACHE_LIMIT:
                     cache.clear()
-                cache[word] = word_ids
-            ids.extend(word_ids)
+                cache[token] = token_ids
+            ids.extend(token_ids)
         return ids
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
