@@ -104,7 +104,7 @@ class BertBeamOptions(PipelineOptions):
                            help="Largest number of sequences per model call.")
         group.add_argument("--max_batch_tokens", type=positive_int, default=16384,
                            help="Largest padded size (sequences x padded length) of one model call.")
-        group.add_argument("--bucket_boundaries", default="32,64,128,256,384,512",
+        group.add_argument("--bucket_boundaries", default="16,32,48,64,80,96,128,160,208,272,368,512",
                            help="Padded lengths: a batch is padded to the smallest one that holds "
                            "its longest sequence (none: always pad to max_seq_length).")
         group.add_argument("--large_model", type=parse_bool, nargs="?", const=True, default=False,

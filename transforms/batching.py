@@ -25,7 +25,7 @@ class BatchingConfig:
     """How records are grouped for the model."""
 
     max_seq_length: int
-    bucket_boundaries: tuple[int, ...] = (32, 64, 128, 256, 384, 512)
+    bucket_boundaries: tuple[int, ...] = (16, 32, 48, 64, 80, 96, 128, 160, 208, 272, 368, 512)
     max_batch_size: int = 32
     max_batch_tokens: int = 16384
 
