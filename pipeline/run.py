@@ -46,10 +46,11 @@ def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
         model_copies=plan.model_copies,
         require_gpu=bool(pipeline.options.view_as(BertBeamOptions).require_gpu),
     )
-    # --right_fitting puts the embedding step (and only it) on GPU workers; no hints otherwise.
+    # --right_fitting puts the model step (and only it) on GPU workers; no hints otherwise.
     embedded = documents | "EmbedDocuments" >> EmbedDocuments(
-        plan.tokenizer_config, plan.feature_config, plan.batching, handler
-    ).with_resource_hints(**inference_resource_hints(pipeline.options))
+        plan.tokenizer_config, plan.feature_config, plan.batching, handler,
+        inference_hints=inference_resource_hints(pipeline.options),
+    )
     _ = embedded["embeddings"] | "WriteEmbeddings" >> WriteEmbeddings(
         plan.output_prefix, plan.outputs, plan.hidden_size, plan.output_compression, plan.num_shards,
         plan.sequence_dtype,

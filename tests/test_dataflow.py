@@ -289,14 +289,15 @@ def _dataflow_pipeline(*extra: str) -> beam.Pipeline:
     return beam.Pipeline(options=resolve_dataflow_options([*DATAFLOW, "--dry_run=true", *extra]))
 
 
-def test_right_fitting_puts_the_gpu_hint_on_the_embedding_step_only(local_plan):
+def test_right_fitting_puts_the_gpu_hint_on_the_inference_step_only(local_plan):
     pipeline = build_pipeline(local_plan, _dataflow_pipeline("--gpu_type=nvidia-l4", "--right_fitting"))
     leaves = _leaf_hints(pipeline)
     accelerator = b"type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver"
     inference = [label for label in leaves if label.startswith("EmbedDocuments/RunInference/")]
     assert inference and all(leaves[label][ACCELERATOR_URN] == accelerator for label in inference)
-    # Reading, redistributing and writing stay on the job's CPU workers.
-    assert not any(hints for label, hints in leaves.items() if not label.startswith("EmbedDocuments/"))
+    # Reading, tokenizing, batching and writing stay on the job's CPU workers.
+    assert not any(hints for label, hints in leaves.items()
+                   if not label.startswith("EmbedDocuments/RunInference/"))
     # What Dataflow receives: the RunInference ParDo's environment carries the hint.
     proto = pipeline.to_runner_api()
     environments = {proto.components.transforms[t].environment_id for t in proto.components.transforms

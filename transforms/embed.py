@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -88,6 +88,8 @@ class EmbedDocuments(beam.PTransform):
 
     Tokenizes with the model's own WordPiece vocabulary, builds google-research/bert
     features, batches them by length and runs the model with Beam RunInference.
+    ``inference_hints`` (Beam resource hints) apply to the RunInference step only, so
+    right fitting puts just the model on accelerator workers.
     """
 
     def __init__(
@@ -96,8 +98,10 @@ class EmbedDocuments(beam.PTransform):
         features: FeatureConfig,
         batching: BatchingConfig,
         model_handler: BertModelHandler,
+        inference_hints: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
+        self._inference_hints = dict(inference_hints or {})
         self._tokenizer = tokenizer
         self._features = features
         self._batching = batching
@@ -110,7 +114,7 @@ class EmbedDocuments(beam.PTransform):
         batches = tokenized.features | "BatchByLength" >> BatchByLength(self._batching)
         inferred, failures = batches | "RunInference" >> RunInference(
             KeyedModelHandler(self._model_handler).with_no_batching()
-        ).with_exception_handling()
+        ).with_exception_handling().with_resource_hints(**self._inference_hints)
         embeddings = inferred | "ToEmbedding" >> beam.Map(_to_embedding)
         failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch_to_rejected)
         rejected = (tokenized[REJECTED_TAG], failed) | "MergeRejected" >> beam.Flatten()
