@@ -57,14 +57,15 @@ def test_hostile_files_complete_and_account_for_every_record(tmp_path, tf1_modul
     (folder / "empty.txt").write_bytes(b"")
     (folder / "bom_crlf.txt").write_bytes(b"\xef\xbb\xbfthe dog\r\na cat\r\n")
     (folder / "bad_utf8.txt").write_bytes(b"good line\nbad \xc3\x28 line\nanother good line\n")
-    (folder / "long_line.txt").write_bytes(b"the dog " * 400_000 + b"\nshort after\n")
+    (folder / "long_line.txt").write_bytes(b"the dog " * 2_500_000 + b"\nshort after\n")  # a 20 MB line
+    (folder / "huge_doc.jsonl").write_text('{"id": "huge", "text": "' + "quick brown fox " * 200_000 + '"}\n')
     (folder / "nested.jsonl").write_bytes(b'{"text": ' + b"[" * 50_000 + b"]" * 50_000 + b"}\n"
                                           b'{"id": "dup", "text": "one"}\n{"id": "dup", "text": "two"}\n')
     good_gzip = gzip.compress(b"".join(b"line %d of the data\n" % i for i in range(200)))
     (folder / "truncated.txt.gz").write_bytes(good_gzip[: len(good_gzip) // 2])
     (folder / "garbage.txt.gz").write_bytes(os.urandom(2000))
     prefix = str(tmp_path / "out" / "emb")
-    summary = run_pipeline(str(folder / "*"), prefix, tf1_module, "--max_record_bytes=1000000",
+    summary = run_pipeline(str(folder / "*"), prefix, tf1_module, "--max_record_bytes=8000000",
                            "--outputs=pooled")
     assert summary.accounted
     records = list(read_embeddings(prefix))
@@ -78,6 +79,8 @@ def test_hostile_files_complete_and_account_for_every_record(tmp_path, tf1_modul
     assert "invalid UTF-8" in reasons["bad_utf8.txt:2"]
     assert "over --max_record_bytes" in reasons["long_line.txt:1"]
     assert f"{folder}/long_line.txt:2" in ids
+    huge = next(r for r in records if r.id == "huge")  # 3.2 million characters, truncated
+    assert huge.sequence_length == 128 and summary["documents_truncated"] >= 1
     assert "invalid JSON" in reasons["nested.jsonl:1"]
     assert any(k.startswith("truncated.txt.gz") and "unreadable" in v for k, v in reasons.items())
     assert any(k.startswith("garbage.txt.gz") and "unreadable" in v for k, v in reasons.items())
