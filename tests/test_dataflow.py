@@ -503,3 +503,14 @@ def test_every_visible_gpu_gets_memory_growth(monkeypatch):
                         lambda gpu: {"device_name": "NVIDIA L4", "compute_capability": (8, 9)})
     assert configure_gpus(require_gpu=True) == "/GPU:0 (NVIDIA L4, compute capability 8.9) of 2 visible"
     assert grown == [("/physical_device:GPU:0", True), ("/physical_device:GPU:1", True)]
+
+
+@pytest.mark.parametrize("command", ["image", "template", "run"])
+def test_launch_commands_never_print_credentials_or_the_environment(command):
+    secrets = {"GOOGLE_APPLICATION_CREDENTIALS": "/home/me/secret-key.json",
+               "CLOUDSDK_AUTH_ACCESS_TOKEN": "ya29.secret-token", "API_TOKEN": "s3cr3t-value"}
+    finished = _script(command, **secrets, ARGS="--input=gs://my-bucket/docs/*.jsonl")
+    assert finished.returncode == 0, finished.stderr
+    printed = finished.stdout + finished.stderr
+    for name, value in secrets.items():
+        assert value not in printed and name not in printed
