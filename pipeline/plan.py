@@ -74,8 +74,8 @@ def _check_writable(prefix: str) -> None:
     directory = posixpath.dirname(prefix) or "."
     probe = FileSystems.join(directory, f".bert-beam-write-check-{uuid.uuid4().hex}")
     try:
-        if "://" not in directory:
-            FileSystems.mkdirs(directory) if not FileSystems.exists(directory) else None
+        if "://" not in directory and not FileSystems.exists(directory):
+            FileSystems.mkdirs(directory)
         with FileSystems.create(probe) as handle:
             handle.write(b"ok")
         FileSystems.delete([probe])
