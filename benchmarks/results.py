@@ -47,6 +47,24 @@ def _own_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def matmul_gflops(seconds: float = 1.5) -> float:
+    """Best float32 GFLOP/s of a 1024² TensorFlow matmul: how fast the machine is right now.
+
+    This virtual machine's speed drifts with its host's load (clock boost, steal) even when
+    nothing else runs inside it, so each report states it at its start and its end.
+    """
+    import tensorflow as tf
+
+    a = tf.random.normal((1024, 1024))
+    tf.matmul(a, a).numpy()
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        tf.matmul(a, a).numpy()
+        best = max(best, 2 * 1024**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def machine_line() -> str:
     import tensorflow as tf
 
@@ -65,14 +83,16 @@ class Report:
     A ``--quick`` smoke run prints but does not append: its figures are not measurements.
 
     Other work on the machine shows next to the figures it may have disturbed: the load
-    average at the start and the end, and the CPU that other processes used during the run
-    (the machine's busy time from /proc/stat less this process tree's own CPU time).
+    average at the start and the end, the CPU that other processes used during the run
+    (the machine's busy time from /proc/stat less this process tree's own CPU time), and a
+    matmul rate at the start and the end (the host's load changes this VM's speed too).
     """
 
     def __init__(self, name: str, quick: bool) -> None:
         self.name = name
         self.quick = quick
         self.start_load = load_average()
+        self.start_gflops = matmul_gflops()
         self._start = (time.perf_counter(), _busy_seconds(), _own_seconds())
         self.lines: list[str] = []
 
@@ -96,7 +116,8 @@ class Report:
             f"- command: `{command_line()}`",
             f"- load average (1, 5, 15 min) at start: {self.start_load}; at end: {load_average()}; "
             f"{self.other_cores():.2f} of {os.cpu_count()} cores used by other processes on average "
-            f"during the run",
+            f"during the run; machine speed (TensorFlow matmul) {self.start_gflops:.0f} GFLOP/s at start, "
+            f"{matmul_gflops():.0f} at end",
         ]
         text = "\n".join(header + self.lines) + "\n\n"
         with open(RESULTS, "a", encoding="utf-8") as handle:
