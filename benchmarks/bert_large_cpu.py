@@ -165,7 +165,7 @@ def main() -> None:
                    + (f", {gflops / theory:.0%} of the theoretical" if theory else "")
                    + f" ({calls} calls in {seconds:.1f} s)")
     save_json("bert_large_cpu", {"figures": figures, "peaks": peaks, "theoretical": theory,
-                                 "quick": args.quick})
+                                 "quick": args.quick}, args.quick)
     report.write()
 
 

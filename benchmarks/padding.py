@@ -145,7 +145,7 @@ def main() -> None:
         report.add(f"- speed-up of {label} over padding to 512: **{whole:.2f}×** whole run, "
                    f"{inference:.2f}× time in run_inference")
     save_json("padding", {"lengths": lengths.tolist(), "max_seq_length": MAX_SEQ_LENGTH,
-                          "settings": measured, "quick": args.quick})
+                          "settings": measured, "quick": args.quick}, args.quick)
     report.write()
 
 

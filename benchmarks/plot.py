@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 import time
 
 import cached_models
@@ -25,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 PNG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "throughput.png")
+QUICK_PNG = os.path.join(cached_models.cache_dir(), "throughput-quick.png")
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 LENGTHS = (16, 32, 64, 128, 256, 512)
 
@@ -52,7 +54,7 @@ def measure(seconds: float) -> dict:
     }
 
 
-def draw(throughput: dict, padding: dict | None) -> None:
+def draw(throughput: dict, padding: dict | None, path: str = PNG) -> None:
     figure, axes = plt.subplots(2, 2, figsize=(12, 9))
     for axis, key, xs, fixed, xlabel in (
         (axes[0][0], "by_batch", BATCH_SIZES, 128, "batch size (sequence length 128)"),
@@ -86,8 +88,9 @@ def draw(throughput: dict, padding: dict | None) -> None:
         axes[1][0].set_ylabel("computed tokens / real tokens")
         axes[1][0].set_title(f"padding waste at max_seq_length {padding['max_seq_length']}")
         axes[1][0].legend(loc="upper left")
-        axes[1][0].set_xticks(range(len(labels)),
-                              [f"{k}\n{settings[k]['boundaries']}" for k in labels], fontsize=8)
+        ticks = [f"{k}\n" + "\n".join(textwrap.wrap(settings[k]["boundaries"].replace(",", ", "), 24))
+                 for k in labels]
+        axes[1][0].set_xticks(range(len(labels)), ticks, fontsize=8)
         lengths = np.array(padding["lengths"])
         axes[1][1].hist(lengths, bins=64, color="tab:gray")
         for boundary in settings["default buckets"]["boundaries"].split(","):
@@ -100,18 +103,20 @@ def draw(throughput: dict, padding: dict | None) -> None:
             axis.text(0.5, 0.5, "run benchmarks/padding.py first", ha="center", va="center")
             axis.set_axis_off()
     figure.tight_layout()
-    figure.savefig(PNG, dpi=100)
+    figure.savefig(path, dpi=100)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="Shorter measurements (0.2 s a point).")
+    parser.add_argument("--quick", action="store_true",
+                        help="0.2 s a point, drawn to .cache/bench/throughput-quick.png.")
     args = parser.parse_args()
     report = Report("plot", args.quick)
     throughput = measure(0.2 if args.quick else 1.5)
-    save_json("throughput", throughput)
+    save_json("throughput", throughput, args.quick)
     padding = load_json("padding")
-    draw(throughput, padding)
+    png = QUICK_PNG if args.quick else PNG
+    draw(throughput, padding, png)
     by_batch = ", ".join(f"{b}: {v:.0f}" for b, v in throughput["by_batch"].items())
     by_length = ", ".join(f"{n}: {v:.0f}" for n, v in throughput["by_length"].items())
     report.add(f"- bare small model, sequences/s by batch size at length 128: {by_batch}")
@@ -119,7 +124,7 @@ def main() -> None:
     report.add("- padding panel from .cache/bench/padding.json"
                + (" (a --quick run's data)" if padding and padding.get("quick") else "")
                + ("" if padding else ": missing, run benchmarks/padding.py first"))
-    report.add(f"- wrote {os.path.relpath(PNG, os.path.dirname(os.path.dirname(PNG)))}")
+    report.add(f"- wrote {os.path.relpath(png, cached_models.REPO)}")
     report.write()
 
 

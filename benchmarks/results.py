@@ -125,17 +125,19 @@ class Report:
         print(f"appended to {RESULTS}")
 
 
-def save_json(name: str, data: dict) -> str:
-    """Writes ``data`` to .cache/bench/NAME.json for other scripts (plot.py) to read."""
-    path = os.path.join(cache_dir(), f"{name}.json")
+def save_json(name: str, data: dict, quick: bool = False) -> str:
+    """Writes ``data`` to .cache/bench/NAME.json (NAME-quick.json for a smoke run) for plot.py."""
+    path = os.path.join(cache_dir(), f"{name}{'-quick' if quick else ''}.json")
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=1)
     return path
 
 
 def load_json(name: str) -> dict | None:
-    path = os.path.join(cache_dir(), f"{name}.json")
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """The data of the last full run, else of the last smoke run, else None."""
+    for suffix in ("", "-quick"):
+        path = os.path.join(cache_dir(), f"{name}{suffix}.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                return json.load(handle)
+    return None

@@ -123,7 +123,7 @@ def main() -> None:
                        f"bert-beam: {vs_hf_one_thread:.2f}×")
             figures[f"{corpus_name} {case}"] = {name: {"seconds": s, "mismatches": mismatches[name]}
                                                 for name, (s, _) in results.items()}
-    save_json("tokenizer", figures)
+    save_json("tokenizer", figures, args.quick)
     report.write()
 
 
