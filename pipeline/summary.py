@@ -17,7 +17,7 @@ class RunSummary:
     output_prefix: str
     dead_letter_prefix: str
     wall_seconds: float = 0.0
-    # Sums of the bert-beam distributions (model_load_ms, batch_latency_ms), over all workers.
+    # Sums of the bert-beam distributions (load_model_latency_milli_secs, batch_latency_ms), over all workers.
     distribution_sums: dict[str, int] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> int:

@@ -264,15 +264,18 @@ class FullTokenizer:
         of key map to the same ids for the same string, so they share one cache.
         """
         basic = self.basic_tokenizer
-        tokens = basic.tokenize(text) if text.isascii() else basic.clean(text).split()
+        ascii_text = text.isascii()
+        tokens = basic.tokenize(text) if ascii_text else basic.clean(text).split()
         ids: list[int] = []
         cache = self._word_cache
         for token in tokens:
             token_ids = cache.get(token)
             if token_ids is None:
+                # ASCII fast-path tokens are already final words; others still need split_token.
+                words = (token,) if ascii_text else basic.split_token(token)
                 token_ids = tuple(
                     self.vocab[piece]
-                    for word in basic.split_token(token)
+                    for word in words
                     for piece in self.wordpiece_tokenizer.tokenize_word(word)
                 )
                 if len(cache) >= _WORD_CACHE_LIMIT:
