@@ -22,6 +22,17 @@ def _corpus(path, count):
                               for i in range(count)])
 
 
+def _has_bytes(pattern: str) -> bool:
+    """Whether any file matching the glob pattern holds data."""
+    for path in glob.glob(pattern):
+        try:
+            if os.path.getsize(path) > 0:
+                return True
+        except FileNotFoundError:  # finalised (renamed) between the glob and the stat
+            continue
+    return False
+
+
 def test_manifest_describes_the_run_and_verify_catches_changes(tmp_path, tf1_module, capsys):
     docs = _corpus(tmp_path / "docs.jsonl", 30)
     prefix = str(tmp_path / "out" / "emb")
@@ -58,25 +69,24 @@ def test_a_rerun_replaces_an_earlier_runs_outputs_without_duplicates(tmp_path, t
 
 
 def test_a_killed_run_rerun_with_the_same_arguments_is_complete(tmp_path, tf1_module):
-    docs = _corpus(tmp_path / "docs.jsonl", 3000)
+    docs = _corpus(tmp_path / "docs.jsonl", 6000)
     prefix = str(tmp_path / "out" / "emb")
     command = [sys.executable, "-m", "pipeline.run", f"--input={docs}", f"--output={prefix}",
                f"--model={tf1_module}", "--batch_size=4", "--runner=DirectRunner"]
-    log = tmp_path / "killed.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while time.time() < deadline and b"Loaded " not in log.read_bytes():
-            time.sleep(0.5)
-        time.sleep(2)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    partial = str(tmp_path / "out" / "beam-temp-*" / "*.tfrecord")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not _has_bytes(partial):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
     assert not os.path.exists(prefix + MANIFEST_SUFFIX), "the run finished before it could be killed"
+    assert _has_bytes(partial), "the run was killed before it wrote anything"
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert verify(prefix) == []
     ids = [r.id for r in read_embeddings(prefix)]
-    assert len(ids) == len(set(ids)) == 3000
+    assert len(ids) == len(set(ids)) == 6000
     leftovers = [p for p in glob.glob(str(tmp_path / "out" / "*")) if "beam-temp" in p]
     assert leftovers == []
-    assert json.loads((tmp_path / "out" / "emb.manifest.json").read_text())["records"] == 3000
+    assert json.loads((tmp_path / "out" / "emb.manifest.json").read_text())["records"] == 6000
