@@ -11,7 +11,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock setup.py
+$(STAMP): requirements.lock requirements.in setup.py
 	$(PYTHON_BASE) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade "pip<27"
 	$(PYTHON) -m pip install --quiet $(FIND_LINKS) -r requirements.lock

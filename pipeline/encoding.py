@@ -1,8 +1,8 @@
 """Embeddings → serialized ``tf.train.Example`` records, a batch at a time.
 
-Builds one Arrow RecordBatch per batch of embeddings straight from numpy (no
-per-float Python work) and serializes it with tfx-bsl's C++
-``RecordBatchToExamplesEncoder``; the feature keys come from ``pipeline.schema``.
+``ExampleEncoder`` writes the protobuf wire format straight from the numpy outputs (no
+per-float Python work); tests compare its records with tfx-bsl's C++ Arrow encoder
+(``tests/reference_encoding.py``). The feature keys come from ``pipeline.schema``.
 """
 
 from __future__ import annotations
@@ -10,20 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pyarrow as pa
 
+from pipeline import example_wire as wire
 from pipeline import schema
 from transforms.records import Embedding
-
-
-def _list_column(values: np.ndarray, lengths: Sequence[int]) -> pa.Array:
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
-
-
-def _scalar_column(values: Sequence[int]) -> pa.Array:
-    return _list_column(np.asarray(values, dtype=np.int64), [1] * len(values))
 
 
 def sequence_numpy_dtype(sequence_dtype: str) -> np.dtype:
@@ -34,58 +24,45 @@ def sequence_numpy_dtype(sequence_dtype: str) -> np.dtype:
             "bfloat16": np.dtype(ml_dtypes.bfloat16)}[sequence_dtype]
 
 
-def embeddings_to_record_batch(
-    embeddings: Sequence[Embedding], outputs: Sequence[str], sequence_dtype: str = schema.FLOAT32
-) -> pa.RecordBatch:
-    """One Arrow row per embedding, one list column per output feature."""
-    features = [e.features for e in embeddings]
-    lengths = [f.sequence_length for f in features]
-    hidden = [int(e.sequence_output.shape[-1]) for e in embeddings]
-    ids = pa.LargeListArray.from_arrays(
-        pa.array(np.arange(len(features) + 1, dtype=np.int64)),
-        pa.array([f.id.encode("utf-8") for f in features], type=pa.large_binary()),
-    )
-    columns = {
-        schema.ID: ids,
-        schema.WINDOW: _scalar_column([f.window for f in features]),
-        schema.TOKEN_OFFSET: _scalar_column([f.token_offset for f in features]),
-        schema.SEQUENCE_LENGTH: _scalar_column(lengths),
-        schema.INPUT_IDS: _list_column(
-            np.concatenate([f.input_ids for f in features]).astype(np.int64), lengths),
-        schema.SEGMENT_IDS: _list_column(
-            np.concatenate([f.segment_ids for f in features]).astype(np.int64), lengths),
-        schema.HIDDEN_SIZE: _scalar_column(hidden),
-    }
-    if schema.POOLED in outputs:
-        pooled = np.stack([e.pooled_output for e in embeddings]).astype(np.float32, copy=False)
-        columns[schema.POOLED_OUTPUT] = _list_column(pooled.reshape(-1), hidden)
-    if schema.MEAN in outputs:
-        mean = np.stack([e.mean_output for e in embeddings]).astype(np.float32, copy=False)
-        columns[schema.MEAN_OUTPUT] = _list_column(mean.reshape(-1), hidden)
-    if schema.SEQUENCE in outputs and sequence_dtype == schema.FLOAT32:
-        sequence = np.concatenate([e.sequence_output.reshape(-1) for e in embeddings])
-        columns[schema.SEQUENCE_OUTPUT] = _list_column(
-            sequence.astype(np.float32, copy=False), [t * h for t, h in zip(lengths, hidden, strict=True)])
-    elif schema.SEQUENCE in outputs:
-        dtype = sequence_numpy_dtype(sequence_dtype)
-        raw = [e.sequence_output.astype(dtype).tobytes() for e in embeddings]
-        columns[schema.SEQUENCE_OUTPUT] = pa.LargeListArray.from_arrays(
-            pa.array(np.arange(len(raw) + 1, dtype=np.int64)), pa.array(raw, type=pa.large_binary()))
-    return pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
-
-
 class ExampleEncoder:
-    """Serializes batches of embeddings as tf.Example bytes with tfx-bsl."""
+    """Serializes batches of embeddings as tf.Example bytes, in protobuf wire format written
+    straight from the numpy outputs (``pipeline.example_wire``)."""
 
     def __init__(self, outputs: Sequence[str], sequence_dtype: str = schema.FLOAT32) -> None:
-        from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
-
         self._outputs = tuple(outputs)
         self._sequence_dtype = sequence_dtype
-        self._encoder = RecordBatchToExamplesEncoder()
+        self._half = None if sequence_dtype == schema.FLOAT32 else sequence_numpy_dtype(sequence_dtype)
 
     def encode(self, embeddings: Sequence[Embedding]) -> list[bytes]:
         if not embeddings:
             return []
-        return self._encoder.encode(
-            embeddings_to_record_batch(embeddings, self._outputs, self._sequence_dtype))
+        features = [e.features for e in embeddings]
+        ends = np.cumsum([f.sequence_length for f in features])
+        input_ids = wire.Int64Varints(np.concatenate([f.input_ids for f in features]))
+        segment_ids = wire.Int64Varints(np.concatenate([f.segment_ids for f in features]))
+        records = []
+        for index, (embedding, feature) in enumerate(zip(embeddings, features, strict=True)):
+            start, stop = int(ends[index]) - feature.sequence_length, int(ends[index])
+            fields = [
+                (schema.ID, wire.bytes_feature([feature.id.encode("utf-8")])),
+                (schema.WINDOW, wire.int64_scalar_feature(feature.window)),
+                (schema.TOKEN_OFFSET, wire.int64_scalar_feature(feature.token_offset)),
+                (schema.SEQUENCE_LENGTH, wire.int64_scalar_feature(feature.sequence_length)),
+                (schema.INPUT_IDS, wire.int64_feature(input_ids.span(start, stop))),
+                (schema.SEGMENT_IDS, wire.int64_feature(segment_ids.span(start, stop))),
+                (schema.HIDDEN_SIZE, wire.int64_scalar_feature(int(embedding.sequence_output.shape[-1]))),
+            ]
+            if schema.POOLED in self._outputs:
+                fields.append((schema.POOLED_OUTPUT, wire.float_feature(embedding.pooled_output)))
+            if schema.MEAN in self._outputs:
+                fields.append((schema.MEAN_OUTPUT, wire.float_feature(embedding.mean_output)))
+            if schema.SEQUENCE in self._outputs:
+                fields.append((schema.SEQUENCE_OUTPUT, self._sequence_feature(embedding.sequence_output)))
+            records.append(wire.example(fields))
+        return records
+
+    def _sequence_feature(self, sequence_output: np.ndarray) -> wire.Chunks:
+        if self._half is None:
+            return wire.float_feature(sequence_output)
+        raw = np.ascontiguousarray(sequence_output.astype(self._half, copy=False))
+        return wire.bytes_feature([memoryview(raw.reshape(-1).view(np.uint8))])

@@ -87,7 +87,7 @@ def model_fingerprint(model_path: str) -> str:
 
 def _versions() -> dict[str, str]:
     versions = {}
-    for package in ("bert-beam", "apache-beam", "tensorflow", "tensorflow-hub", "tfx-bsl"):
+    for package in ("bert-beam", "apache-beam", "tensorflow", "tensorflow-hub", "numpy"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
