@@ -141,7 +141,8 @@ def _run(name: str, model: str, corpus: str, output: str, extra: list[str]) -> t
     watcher.join()
     if process.returncode != 0:
         raise SystemExit(f"{name}: bert-beam failed:\n{log[-3000:]}")
-    summary = next((line for line in log.splitlines() if "documents_embedded" in line), "")
+    lines = log.splitlines()
+    summary = next((line.split(";")[0] for line in lines if line.startswith("bert-beam: read")), "")
     return peaks, seconds, summary
 
 
