@@ -32,6 +32,16 @@ def test_parse_bucket_boundaries():
         parse_bucket_boundaries("2,32")
 
 
+def test_partial_batches_are_rounded_to_a_power_of_two_rows_within_the_full_batch():
+    config = BatchingConfig(512, (32, 128, 512), max_batch_size=12, max_batch_tokens=2048)
+    assert [config.full_batch_rows(n) for n in (32, 128, 512)] == [12, 12, 4]
+    assert [config.batch_padded_rows(rows, 32) for rows in range(1, 13)] == [1, 2, 4, 4, 8, 8, 8, 8, 12, 12,
+                                                                              12, 12]
+    assert [config.batch_padded_rows(rows, 512) for rows in range(1, 5)] == [1, 2, 4, 4]
+    unrounded = BatchingConfig(512, (32,), max_batch_size=12, round_batch_rows=False)
+    assert [unrounded.batch_padded_rows(rows, 32) for rows in (1, 3, 5, 9)] == [1, 3, 5, 9]
+
+
 def _keyed(lengths):
     return [(f"d{i}#0", Features(f"d{i}", np.full(n, 5, np.int32), np.zeros(n, np.int32)))
             for i, n in enumerate(lengths)]

@@ -175,6 +175,26 @@ def test_padding_to_a_length_bucket_does_not_change_real_token_outputs(tf1_modul
                                        atol=1e-5)
 
 
+def test_empty_rows_that_round_a_partial_batch_do_not_change_its_outputs(tf1_module, monkeypatch):
+    model = LoadedBert(ModelConfig(tf1_module))
+    batch = [Features(f"d{n}", np.array([2] + [40 + n] * n + [3], np.int32), np.zeros(n + 2, np.int32))
+             for n in (1, 5, 9)]
+    shapes = []
+    calls = model.__call__
+    monkeypatch.setattr(LoadedBert, "__call__", lambda self, arrays: shapes.append(
+        arrays["input_ids"].shape) or calls(arrays))
+    outputs = {}
+    for rounded in (False, True):
+        handler = BertModelHandler(ModelConfig(tf1_module), BatchingConfig(
+            16, bucket_boundaries=(), max_batch_size=8, round_batch_rows=rounded))
+        outputs[rounded] = handler.run_inference(batch, model)
+    assert shapes == [(3, 16), (4, 16)]
+    for got, want in zip(outputs[True], outputs[False], strict=True):
+        assert got.example is want.example
+        for name in ("sequence_output", "pooled_output"):
+            np.testing.assert_allclose(got.inference[name], want.inference[name], atol=1e-5)
+
+
 @pytest.mark.parametrize("fixture", ["tf1_module", "tf2_model"])
 def test_xla_compiled_calls_stay_within_tolerance(request, fixture):
     path = request.getfixturevalue(fixture)

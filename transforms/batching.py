@@ -3,6 +3,12 @@
 A batch closes when it holds ``max_batch_size`` records or when one more record would take
 its padded size (records × bucket length) over ``max_batch_tokens``, so long and short
 batches cost about the same. Batches are formed within a bundle, like Beam's BatchElements.
+
+The model sees each batch as a [rows, length] tensor. TensorFlow pays a first-call cost for
+every new shape (oneDNN primitives on CPU, kernel selection on GPU, a compilation with
+``--jit_compile``), so partial batches (the ends of bundles) are padded with empty rows to a
+power of two, at most the bucket's full batch: a bucket sees a handful of shapes, not one per
+row count.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class BatchingConfig:
     bucket_boundaries: tuple[int, ...] = (16, 32, 48, 64, 80, 96, 128, 160, 208, 272, 368, 512)
     max_batch_size: int = 32
     max_batch_tokens: int = 16384
+    round_batch_rows: bool = True
 
     def padded_length(self, length: int) -> int:
         return bucket_length(length, self.bucket_boundaries, self.max_seq_length)
@@ -35,6 +42,17 @@ class BatchingConfig:
     def batch_padded_length(self, batch: Sequence[Features]) -> int:
         """The length a batch is padded to: the bucket of its longest record."""
         return self.padded_length(max(f.sequence_length for f in batch))
+
+    def full_batch_rows(self, length: int) -> int:
+        """Records in a full batch of a bucket: by count, then by token budget."""
+        return max(1, min(self.max_batch_size, self.max_batch_tokens // length))
+
+    def batch_padded_rows(self, rows: int, length: int) -> int:
+        """The rows a batch of ``rows`` records is padded to: the next power of two, at most
+        the bucket's full batch (never fewer than ``rows``)."""
+        if not self.round_batch_rows:
+            return rows
+        return max(rows, min(1 << (rows - 1).bit_length(), self.full_batch_rows(length)))
 
 
 class _BatchByLength(beam.DoFn):
@@ -48,11 +66,8 @@ class _BatchByLength(beam.DoFn):
     def process(self, element: KeyedFeatures) -> Iterator[list[KeyedFeatures]]:
         bucket = self._config.padded_length(element[1].sequence_length)
         buffer = self._buffers.setdefault(bucket, [])
-        if buffer and (len(buffer) + 1) * bucket > self._config.max_batch_tokens:
-            yield self._buffers.pop(bucket)
-            buffer = self._buffers.setdefault(bucket, [])
         buffer.append(element)
-        if len(buffer) >= self._config.max_batch_size:
+        if len(buffer) >= self._config.full_batch_rows(bucket):
             yield self._buffers.pop(bucket)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:

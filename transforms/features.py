@@ -159,9 +159,10 @@ def parse_bucket_boundaries(text: str | None) -> tuple[int, ...]:
     return boundaries
 
 
-def pad_batch(features: Sequence[Features], length: int) -> dict[str, np.ndarray]:
-    """Stacks records into zero-padded int32 ``input_ids``, ``input_mask``, ``segment_ids``."""
-    batch_size = len(features)
+def pad_batch(features: Sequence[Features], length: int, rows: int | None = None) -> dict[str, np.ndarray]:
+    """Stacks records into zero-padded int32 ``input_ids``, ``input_mask``, ``segment_ids``;
+    ``rows`` beyond the records are all padding (mask 0)."""
+    batch_size = max(len(features), rows or 0)
     input_ids = np.zeros((batch_size, length), dtype=np.int32)
     input_mask = np.zeros((batch_size, length), dtype=np.int32)
     segment_ids = np.zeros((batch_size, length), dtype=np.int32)

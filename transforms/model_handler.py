@@ -62,7 +62,8 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         model: LoadedBert,
         inference_args: Mapping[str, Any] | None = None,
     ) -> list[PredictionResult]:
-        arrays = pad_batch(batch, self._batching.batch_padded_length(batch))
+        length = self._batching.batch_padded_length(batch)
+        arrays = pad_batch(batch, length, self._batching.batch_padded_rows(len(batch), length))
         start = time.perf_counter()
         outputs = model(arrays)
         self._batch_latency_ms.update(int((time.perf_counter() - start) * 1000))
