@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import string
+import sys
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -283,3 +284,104 @@ def test_duplicated_vocab_token_raises(duplicate):
 def test_vocab_missing_special_token_raises(missing):
     with pytest.raises(ValueError, match=re.escape(missing)):
         FullTokenizer([token for token in _MINIMAL_VOCAB if token != missing], do_lower_case=True)
+
+
+def _original_module():
+    from reference_bert import _original_modules
+
+    return _original_modules()[0]
+
+
+def test_bert_whitespace_is_whitespace_to_str_split():
+    """The project leaves out the original's whitespace-to-space mapping, which relies on this."""
+    unsplit = [code for code in range(sys.maxunicode + 1)
+               if tokenization._is_whitespace(chr(code)) and not chr(code).isspace()]
+    assert unsplit == []
+
+
+_ASTRAL_LETTER = "\U00010000"
+
+
+def _assigned_code_points() -> list[str]:
+    """Every assigned, non-private code point; the others are checked by class below."""
+    return [chr(code) for code in range(sys.maxunicode + 1)
+            if unicodedata.category(chr(code)) not in ("Cn", "Co")]
+
+
+def _code_point_texts() -> list[str]:
+    """Those code points, 256 to a text: in place, each between two letters, and each between two
+    astral letters, which makes a BMP character take the full forms of the compiled rules rather
+    than their BMP-only forms. CJK ideographs, isolated before any other rule, skip the last two."""
+    chars = _assigned_code_points()
+    in_context = [char for char in chars if not tokenization._is_chinese_char(ord(char))]
+
+    def blocks(chars: list[str]) -> list[str]:
+        return ["".join(chars[start:start + 256]) for start in range(0, len(chars), 256)]
+
+    return [
+        *blocks(chars),
+        *("a" + "a".join(block) + "a" for block in blocks(in_context)),
+        *(_ASTRAL_LETTER + _ASTRAL_LETTER.join(block) + _ASTRAL_LETTER
+          for block in blocks(in_context) if not tokenization._ASTRAL.search(block)),
+    ]
+
+
+@pytest.mark.parametrize("do_lower_case", [True, False], ids=["uncased", "cased"])
+def test_basic_tokenizer_matches_original_on_every_assigned_code_point(do_lower_case):
+    original = _original_module().BasicTokenizer(do_lower_case=do_lower_case)
+    project = tokenization.BasicTokenizer(do_lower_case=do_lower_case)
+    for text in _code_point_texts():
+        assert project.tokenize(text) == original.tokenize(text), f"block {text[:3]!r}"
+
+
+def test_compiled_rules_classify_every_code_point_as_the_predicates_do():
+    rules = tokenization._character_rules()
+    chars = [chr(code) for code in range(sys.maxunicode + 1)]
+    rule_sets = {
+        "dropped": (rules.dropped, lambda char: char in "\x00\ufffd" or tokenization._is_control(char)),
+        "chinese": (rules.chinese, lambda char: tokenization._is_chinese_char(ord(char))),
+        "combining_marks": (rules.combining_marks, lambda char: unicodedata.category(char) == "Mn"),
+    }
+    for name, ((full, bmp), predicate) in rule_sets.items():
+        outside = "".join(char for char in chars if not predicate(char))
+        assert full.sub("", "".join(chars)) == outside, name
+        assert bmp.sub("", "".join(chars[:0x10000])) == outside[:outside.index(_ASTRAL_LETTER)], name
+    # Each character doubled, pairs space-separated: a punctuation mark stays single, a word
+    # character forms a two-character word, whitespace vanishes.
+    expected = []
+    for char in chars:
+        if tokenization._is_punctuation(char):
+            expected += [char, char]
+        elif not char.isspace():
+            expected.append(char + char)
+    full, bmp = rules.word_or_punctuation
+    assert full.findall(" ".join(char + char for char in chars)) == expected
+    bmp_words = bmp.findall(" ".join(char + char for char in chars[:0x10000]))
+    assert bmp_words == expected[:len(bmp_words)] and bmp_words[-1] == "\uffff\uffff"
+
+
+def test_unassigned_and_private_code_points_have_no_case_or_decomposition():
+    """Why the original-against-project comparison above may leave them out."""
+    chars = "".join(chr(code) for code in range(sys.maxunicode + 1)
+                    if unicodedata.category(chr(code)) in ("Cn", "Co"))
+    assert chars.lower() == chars
+    assert unicodedata.normalize("NFD", chars) == chars
+
+
+# Pieces sharing prefixes, "#"-words and "##"-pieces of "#"s, accented and astral characters: the
+# greedy search's shortcuts (longest piece by first two characters) meet every kind of entry.
+_WORDPIECE_VOCAB = [
+    "[UNK]", "a", "ab", "abc", "abcab", "b", "#", "#a", "##", "###", "####a", "##a", "##b", "##bc",
+    "##cab", "##abcabc", "##ab", "é", "##é", "e\u0301", "##\u0301", "\U0001f600", "##\U0001f600a",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(word=st.text(st.sampled_from("abc#e\u0301é\U0001f600"), max_size=12))
+def test_wordpiece_split_matches_original(word):
+    vocab = {token: index for index, token in enumerate(_WORDPIECE_VOCAB)}
+    original = _original_module().WordpieceTokenizer(vocab=vocab, max_input_chars_per_word=10)
+    project = tokenization.WordpieceTokenizer(vocab, max_input_chars_per_word=10)
+    expected = original.tokenize(word)
+    assert project.tokenize_word(word) == expected
+    assert project.word_ids(word) == [vocab[piece] for piece in expected]

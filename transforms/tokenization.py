@@ -2,17 +2,22 @@
 
 The rules follow the original ``tokenization.py`` (``BasicTokenizer``,
 ``WordpieceTokenizer``, ``FullTokenizer``) exactly, including its Unicode
-character classes; the tests compare against that code. The only additions are
-speed: a per-word cache of wordpiece splits and vocabulary lookups done once.
+character classes; the tests compare against that code, on every code point. The
+only additions are speed: the character predicates compiled once into regular
+expressions, a per-word cache of wordpiece splits with vocabulary lookups done
+once, and a greedy WordPiece search that skips candidates no vocabulary entry is
+long enough to match.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 UNKNOWN_TOKEN = "[UNK]"
 CLS_TOKEN = "[CLS]"
@@ -104,24 +109,79 @@ def _is_chinese_char(code: int) -> bool:
     )
 
 
-@functools.cache
-def _cleaning_table() -> dict[int, str | None]:
-    """``str.translate`` table of BasicTokenizer's character rules, for every code point.
+def _character_class(codes: Iterable[int]) -> str:
+    """A regex character class (without brackets) matching exactly ``codes``, as sorted ranges."""
+    ranges: list[list[int]] = []
+    for code in sorted(codes):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(f"\\U{first:08x}" if first == last else f"\\U{first:08x}-\\U{last:08x}"
+                   for first, last in ranges)
 
-    NUL, U+FFFD and control characters are dropped, whitespace becomes a space, CJK
-    ideographs get a space on each side; every other character is kept as it is.
-    Built once per process from the predicates below (about a second).
+
+class _CharacterRules(NamedTuple):
+    """BasicTokenizer's character predicates compiled into regular expressions.
+
+    Every expression comes in two forms: ``full`` for any text and ``bmp`` built from the Basic
+    Multilingual Plane only, valid for text without astral characters. ``re`` matches a BMP class
+    with one bitmap lookup but tries an astral class range by range, several times slower.
     """
-    table: dict[int, str | None] = {}
-    for code in range(sys.maxunicode + 1):
-        char = chr(code)
-        if code == 0 or code == 0xFFFD or _is_control(char):
-            table[code] = None
-        elif _is_whitespace(char):
-            table[code] = " "
-        elif _is_chinese_char(code):
-            table[code] = f" {char} "
-    return table
+
+    dropped: tuple[re.Pattern[str], re.Pattern[str]]
+    printable_dropped: str
+    chinese: tuple[re.Pattern[str], re.Pattern[str]]
+    combining_marks: tuple[re.Pattern[str], re.Pattern[str]]
+    word_or_punctuation: tuple[re.Pattern[str], re.Pattern[str]]
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+@functools.cache
+def _character_rules() -> _CharacterRules:
+    """Evaluates the predicates above on every code point, once per process (one to two seconds).
+
+    NUL, U+FFFD and control characters are dropped; CJK ideographs are isolated; combining marks
+    (Mn) are what accent stripping drops; punctuation splits words, and so does every character
+    ``str.split`` splits on, as the original's final ``whitespace_tokenize`` does. The original
+    also maps its whitespace to a space before splitting with ``str.split``; that mapping is left
+    out because every such character is already ``str.isspace`` (a test checks every code point),
+    so it cannot change the split.
+    """
+    codes = range(sys.maxunicode + 1)
+    chars = list(map(chr, codes))
+
+    def where(predicate: Callable[[str], bool]) -> list[int]:
+        return list(itertools.compress(codes, map(predicate, chars)))
+
+    dropped = where(lambda char: char in ("\x00", "\ufffd") or _is_control(char))
+    chinese = list(itertools.compress(codes, map(_is_chinese_char, codes)))
+    marks = list(itertools.compress(codes, map("Mn".__eq__, map(unicodedata.category, chars))))
+    punctuation = where(_is_punctuation)
+    spaces = where(str.isspace)
+
+    def both(pattern: Callable[[Callable[[int], bool]], str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+        return re.compile(pattern(lambda code: True)), re.compile(pattern(lambda code: code < 0x10000))
+
+    def word_or_punctuation(keep: Callable[[int], bool]) -> str:
+        return (f"[{_character_class(filter(keep, punctuation))}]"
+                f"|[^{_character_class(filter(keep, punctuation + spaces))}]+")
+
+    return _CharacterRules(
+        dropped=both(lambda keep: f"[{_character_class(filter(keep, dropped))}]"),
+        printable_dropped="".join(chr(code) for code in dropped if chr(code).isprintable()),
+        chinese=both(lambda keep: f"([{_character_class(filter(keep, chinese))}])"),
+        combining_marks=both(lambda keep: f"[{_character_class(filter(keep, marks))}]"),
+        word_or_punctuation=both(word_or_punctuation),
+    )
+
+
+def _pick(patterns: tuple[re.Pattern[str], re.Pattern[str]], text: str) -> re.Pattern[str]:
+    """The BMP-only form of a rule where ``text`` has no astral character, else the full one."""
+    full, bmp = patterns
+    return full if _ASTRAL.search(text) else bmp
 
 
 class BasicTokenizer:
@@ -129,28 +189,44 @@ class BasicTokenizer:
 
     def __init__(self, do_lower_case: bool = True) -> None:
         self.do_lower_case = do_lower_case
+        self._rules = _character_rules()
 
     def tokenize(self, text: str) -> list[str]:
         """Splits cleaned text into words and punctuation marks."""
         if text.isascii():
             return self._tokenize_ascii(text)
         words: list[str] = []
-        for token in self.clean(text).split():
+        for token in self.whitespace_tokens(text):
             words.extend(self.split_token(token))
         return words
 
-    @staticmethod
-    def clean(text: str) -> str:
-        """Drops NUL, U+FFFD and control characters, maps whitespace to a space and surrounds
-        every CJK ideograph with spaces, in one ``str.translate`` over a table of those rules."""
-        return text.translate(_cleaning_table())
+    def whitespace_tokens(self, text: str) -> list[str]:
+        """Drops NUL, U+FFFD and control characters, isolates CJK ideographs and splits at whitespace.
+
+        The original's ``_clean_text``, ``_tokenize_chinese_chars`` and ``whitespace_tokenize``.
+        ``str.isprintable`` is false for every dropped character but a few, so most text skips
+        the search for them.
+        """
+        rules = self._rules
+        if not text.isprintable() or any(char in text for char in rules.printable_dropped):
+            text = _pick(rules.dropped, text).sub("", text)
+        chinese = _pick(rules.chinese, text)
+        if chinese.search(text):
+            text = " ".join(chinese.split(text))
+        return text.split()
 
     def split_token(self, token: str) -> list[str]:
-        """One whitespace-free token to words: lower-cased and accent-stripped when uncased,
+        """One cleaned whitespace-free token to words: lower-cased and accent-stripped when uncased,
         then split at punctuation. The rules are per token, so results can be cached by token."""
         if self.do_lower_case:
-            token = self._strip_accents(token.lower())
-        return " ".join(self._split_on_punctuation(token)).split()
+            token = token.lower()
+            if not token.isascii():
+                decomposed = unicodedata.normalize("NFD", token)
+                token = _pick(self._rules.combining_marks, decomposed).sub("", decomposed)
+        if token.isascii():
+            # A cleaned token holds no ASCII control character, so the ASCII rule is the whole rule.
+            return _ASCII_WORD_OR_PUNCTUATION.findall(token)
+        return _pick(self._rules.word_or_punctuation, token).findall(token)
 
     def _tokenize_ascii(self, text: str) -> list[str]:
         """The same rules, specialised to ASCII text and run by C code (str.translate, re).
@@ -163,29 +239,6 @@ class BasicTokenizer:
         if self.do_lower_case:
             text = text.lower()
         return _ASCII_WORD_OR_PUNCTUATION.findall(text)
-
-    @staticmethod
-    def _strip_accents(text: str) -> str:
-        """NFD-normalises and drops combining marks (category Mn)."""
-        return "".join(
-            char for char in unicodedata.normalize("NFD", text) if unicodedata.category(char) != "Mn"
-        )
-
-    @staticmethod
-    def _split_on_punctuation(text: str) -> list[str]:
-        """Makes every punctuation character a token of its own."""
-        pieces: list[list[str]] = []
-        start_new_word = True
-        for char in text:
-            if _is_punctuation(char):
-                pieces.append([char])
-                start_new_word = True
-            else:
-                if start_new_word:
-                    pieces.append([])
-                start_new_word = False
-                pieces[-1].append(char)
-        return ["".join(piece) for piece in pieces]
 
 
 class WordpieceTokenizer:
@@ -200,29 +253,64 @@ class WordpieceTokenizer:
         self.vocab = vocab
         self.unk_token = unk_token
         self.max_input_chars_per_word = max_input_chars_per_word
+        self._pieces = {index: token for token, index in vocab.items()}
+        # "##" pieces without their "##", so that a candidate needs no concatenation.
+        self._continuations = {token[2:]: index for token, index in vocab.items() if token.startswith("##")}
+        # A candidate longer than the longest piece that starts with its first two characters
+        # cannot match, so none is tried; with no such piece only one character can. A word's
+        # first piece is looked up in the whole vocabulary, "##" entries included, as the original does.
+        self._longest_start = self._longest_by_first_two(vocab)
+        self._longest_continuation = self._longest_by_first_two(self._continuations)
+
+    @staticmethod
+    def _longest_by_first_two(pieces: Iterable[str]) -> dict[str, int]:
+        longest: dict[str, int] = {}
+        for piece in pieces:
+            if len(piece) >= 2:
+                longest[piece[:2]] = max(longest.get(piece[:2], 0), len(piece))
+        return longest
 
     def tokenize_word(self, word: str) -> list[str]:
         """Splits one whitespace-free word; a word that cannot be split is [UNK]."""
-        if len(word) > self.max_input_chars_per_word:
-            return [self.unk_token]
-        pieces: list[str] = []
-        start = 0
-        while start < len(word):
-            end = len(word)
-            piece = None
-            while start < end:
-                candidate = word[start:end]
-                if start > 0:
-                    candidate = "##" + candidate
-                if candidate in self.vocab:
-                    piece = candidate
+        ids = self._longest_matches(word)
+        return [self.unk_token] if ids is None else [self._pieces[index] for index in ids]
+
+    def word_ids(self, word: str) -> list[int]:
+        """``tokenize_word`` as vocabulary ids."""
+        ids = self._longest_matches(word)
+        return [self.vocab[self.unk_token]] if ids is None else ids
+
+    def _longest_matches(self, word: str) -> list[int] | None:
+        """The ids of the greedy split of ``word``, or None where it has none ([UNK])."""
+        length = len(word)
+        if length > self.max_input_chars_per_word:
+            return None
+        if not word:
+            return []
+        vocab = self.vocab
+        end = min(length, self._longest_start.get(word[:2], 1))
+        while True:
+            index = vocab.get(word[:end])
+            if index is not None:
+                break
+            end -= 1
+            if end == 0:
+                return None
+        ids = [index]
+        continuations = self._continuations
+        longest = self._longest_continuation
+        while end < length:
+            start = end
+            end = min(length, start + longest.get(word[start:start + 2], 1))
+            while True:
+                index = continuations.get(word[start:end])
+                if index is not None:
                     break
                 end -= 1
-            if piece is None:
-                return [self.unk_token]
-            pieces.append(piece)
-            start = end
-        return pieces
+                if end == start:
+                    return None
+            ids.append(index)
+        return ids
 
     def tokenize(self, text: str) -> list[str]:
         """Splits whitespace-separated text into wordpieces."""
@@ -265,23 +353,21 @@ class FullTokenizer:
         """
         basic = self.basic_tokenizer
         ascii_text = text.isascii()
-        tokens = basic.tokenize(text) if ascii_text else basic.clean(text).split()
+        tokens = basic.tokenize(text) if ascii_text else basic.whitespace_tokens(text)
         ids: list[int] = []
+        extend = ids.extend
         cache = self._word_cache
         for token in tokens:
             token_ids = cache.get(token)
             if token_ids is None:
                 # ASCII fast-path tokens are already final words; others still need split_token.
                 words = (token,) if ascii_text else basic.split_token(token)
-                token_ids = tuple(
-                    self.vocab[piece]
-                    for word in words
-                    for piece in self.wordpiece_tokenizer.tokenize_word(word)
-                )
+                word_ids = self.wordpiece_tokenizer.word_ids
+                token_ids = tuple(index for word in words for index in word_ids(word))
                 if len(cache) >= _WORD_CACHE_LIMIT:
                     cache.clear()
                 cache[token] = token_ids
-            ids.extend(token_ids)
+            extend(token_ids)
         return ids
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
