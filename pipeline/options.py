@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
@@ -30,6 +31,13 @@ def parse_bool(text: str | bool) -> bool:
     if lowered in ("false", "0", "no", "n"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -117,6 +125,10 @@ class BertBeamOptions(PipelineOptions):
         group.add_argument("--jit_compile", type=parse_bool, nargs="?", const=True, default=False,
                            help="Compile the model call with XLA (once per batch shape); outputs "
                            "stay within 1e-5 of the plain call.")
+        group.add_argument("--tf_threads", type=non_negative_int, default=None,
+                           help="TensorFlow intra- and inter-op threads per worker process (0: "
+                           "TensorFlow's default, every core). Default: cores / processes when "
+                           "--direct_num_workers runs several processes that each load the model, else 0.")
         group.add_argument("--max_record_bytes", type=positive_int, default=DEFAULT_MAX_RECORD_BYTES,
                            help="Largest input record (line) accepted; longer ones are dead-lettered.")
         cloud = parser.add_argument_group("bert-beam on Google Cloud Dataflow")
@@ -131,6 +143,25 @@ class BertBeamOptions(PipelineOptions):
         cloud.add_argument("--right_fitting", type=parse_bool, nargs="?", const=True, default=False,
                            help="Only the embedding step runs on GPU workers (resource hints); "
                            "reading and writing stay on the job's CPU workers.")
+
+
+def worker_tf_threads(options: PipelineOptions) -> int:
+    """TensorFlow threads per worker process: ``--tf_threads``, or by default the machine's
+    cores split between the DirectRunner's worker processes when each holds a model copy
+    (several processes each using every core slow each other down), else 0 (every core)."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    bert = options.view_as(BertBeamOptions)
+    if bert.tf_threads is not None:
+        return bert.tf_threads
+    direct = options.view_as(DirectOptions)
+    runner = options.view_as(StandardOptions).runner
+    processes = direct.direct_num_workers or 1
+    local = runner is None or str(runner).split(".")[-1] in ("DirectRunner", "PrismRunner")
+    shared = bert.large_model or bert.model_copies is not None
+    if local and direct.direct_running_mode == "multi_processing" and processes > 1 and not shared:
+        return max(1, (os.cpu_count() or 1) // processes)
+    return 0
 
 
 def all_options_parser() -> argparse.ArgumentParser:

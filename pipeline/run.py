@@ -25,7 +25,7 @@ from pipeline.dataflow import (
 )
 from pipeline.dry_run import describe_dry_run, dry_run_requested
 from pipeline.manifest import build_manifest, delete_files, model_fingerprint, stale_outputs, write_manifest
-from pipeline.options import BertBeamOptions, ConfigurationError
+from pipeline.options import BertBeamOptions, ConfigurationError, worker_tf_threads
 from pipeline.plan import RunPlan, prepare_run
 from pipeline.sinks import WriteDeadLetters, WriteEmbeddings
 from pipeline.sources import ReadDocuments
@@ -45,6 +45,7 @@ def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
         large_model=plan.large_model,
         model_copies=plan.model_copies,
         require_gpu=bool(pipeline.options.view_as(BertBeamOptions).require_gpu),
+        tf_threads=worker_tf_threads(pipeline.options),
     )
     # --right_fitting puts the model step (and only it) on GPU workers; no hints otherwise.
     embedded = documents | "EmbedDocuments" >> EmbedDocuments(

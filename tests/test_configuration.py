@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from helpers import write_jsonl
 
-from pipeline.options import BertBeamOptions, ConfigurationError, all_options_parser, parse_bool
+from pipeline.options import (
+    BertBeamOptions,
+    ConfigurationError,
+    all_options_parser,
+    parse_bool,
+    worker_tf_threads,
+)
 from pipeline.plan import prepare_run
 from pipeline.run import main
 
@@ -99,3 +105,36 @@ def test_help_lists_bert_beam_and_beam_flags():
                  "--outputs", "--dead_letter", "--compression", "--signature", "--signature_tensors",
                  "--runner", "--direct_num_workers"):
         assert flag in text
+
+
+def test_tf_threads_split_the_cores_between_local_worker_processes_that_each_hold_a_model(monkeypatch):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    multi = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
+
+    def threads(*argv: str) -> int:
+        return worker_tf_threads(PipelineOptions(list(argv)))
+
+    assert threads(*multi) == 4
+    assert threads("--runner=DirectRunner", "--direct_num_workers=3", multi[1]) == 2
+    assert threads("--direct_num_workers=16", "--direct_running_mode=multi_processing") == 1
+    assert threads(*multi, "--large_model") == 0  # one shared copy serves both processes: every core
+    assert threads(*multi, "--model_copies=1") == 0
+    assert threads("--direct_num_workers=2") == 0  # threads in one process share TensorFlow's pools
+    assert threads(*multi, "--runner=DataflowRunner") == 0
+    assert threads(*multi, "--tf_threads=0") == 0
+    assert threads("--tf_threads=3") == 3
+    with pytest.raises(SystemExit):
+        BertBeamOptions(["--tf_threads=-1"]).tf_threads  # noqa: B018 - parsing raises
+
+
+def test_tf_threads_reach_tensorflow_in_a_fresh_worker_process():
+    import subprocess
+    import sys
+
+    probe = ("import tensorflow as tf; from transforms.devices import configure_threads; "
+             "configure_threads(3); tf.constant(1.0) + 1; c = tf.config.threading; "
+             "print(c.get_intra_op_parallelism_threads(), c.get_inter_op_parallelism_threads())")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["3", "3"], result.stderr[-2000:]

@@ -12,6 +12,22 @@ class GpuUnavailableError(RuntimeError):
     """``--require_gpu`` is set but TensorFlow on this worker sees no GPU."""
 
 
+def configure_threads(threads: int) -> None:
+    """Caps TensorFlow's intra- and inter-op thread pools at ``threads`` (0 leaves TensorFlow's
+    default: every core). Must run before TensorFlow starts in this process."""
+    if threads <= 0:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as error:  # TensorFlow already started in this process: pools are fixed
+        _LOG.warning("Cannot set TensorFlow to %d thread(s): %s", threads, error)
+        return
+    _LOG.info("bert-beam: TensorFlow uses %d intra-op and %d inter-op thread(s).", threads, threads)
+
+
 def configure_gpus(require_gpu: bool) -> str:
     """Enables memory growth on every visible GPU; returns the device inference runs on.
 

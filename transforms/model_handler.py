@@ -13,7 +13,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms import counters
 from transforms.batching import BatchingConfig
-from transforms.devices import configure_gpus
+from transforms.devices import configure_gpus, configure_threads
 from transforms.features import pad_batch
 from transforms.model_loading import LoadedBert, ModelConfig
 from transforms.records import Features
@@ -37,18 +37,21 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         large_model: bool = False,
         model_copies: int | None = None,
         require_gpu: bool = False,
+        tf_threads: int = 0,
     ) -> None:
         super().__init__(large_model=large_model, model_copies=model_copies)
         self._model_config = model_config
         self._batching = batching
         self._require_gpu = require_gpu
+        self._tf_threads = tf_threads
         self._real_tokens = Metrics.counter(counters.NAMESPACE, counters.REAL_TOKENS)
         self._padded_tokens = Metrics.counter(counters.NAMESPACE, counters.PADDED_TOKENS)
         self._batches = Metrics.counter(counters.NAMESPACE, counters.BATCHES)
         self._batch_latency_ms = Metrics.distribution(counters.NAMESPACE, counters.BATCH_LATENCY_MS)
 
     def load_model(self) -> LoadedBert:
-        # GPU memory growth must be set before TensorFlow touches a GPU in this process.
+        # Thread pools and GPU memory growth must be set before TensorFlow starts in this process.
+        configure_threads(self._tf_threads)
         device = configure_gpus(self._require_gpu)
         start = time.perf_counter()
         model = LoadedBert(self._model_config)
