@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import posixpath
 import uuid
@@ -126,6 +127,41 @@ def _probe_hidden_size(model: LoadedBert, tokenizer: TokenizerConfig, outputs: t
     return int(result["sequence_output"].shape[-1])
 
 
+@dataclass(frozen=True)
+class _ModelFacts:
+    """What the launcher learns from loading the model once."""
+
+    path: str
+    description: str
+    tokenizer_config: TokenizerConfig
+    hidden_size: int
+
+
+def _inspect_model(
+    options: BertBeamOptions, model_config: ModelConfig, outputs: tuple[str, ...]
+) -> _ModelFacts:
+    """Loads the model, checks it against the options and runs the probe batch."""
+    try:
+        model = LoadedBert(model_config)
+    except ModelError as error:
+        raise ConfigurationError(str(error)) from error
+    except Exception as error:  # loading raises TF, IO and hub errors alike
+        raise ConfigurationError(
+            f"Cannot load model {options.model!r}: {type(error).__name__}: {str(error)[:500]}"
+        ) from error
+    if model.max_positions is not None and options.max_seq_length > model.max_positions:
+        raise ConfigurationError(
+            f"--max_seq_length {options.max_seq_length} is over the model's limit of "
+            f"{model.max_positions} positions."
+        )
+    try:
+        tokenizer_config = _tokenizer_config(options, model)
+    except ModelError as error:
+        raise ConfigurationError(str(error)) from error
+    return _ModelFacts(model.path, model.describe(), tokenizer_config,
+                       _probe_hidden_size(model, tokenizer_config, outputs))
+
+
 def prepare_run(options: BertBeamOptions) -> RunPlan:
     """Validates every option and the model; raises ConfigurationError with a clear message."""
     for flag in ("input", "output"):
@@ -158,24 +194,10 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
         raise ConfigurationError(str(error)) from error
     input_files = _count_input_files(options.input)
     _check_writable(options.output)
-    try:
-        model = LoadedBert(model_config)
-    except ModelError as error:
-        raise ConfigurationError(str(error)) from error
-    except Exception as error:  # loading raises TF, IO and hub errors alike
-        raise ConfigurationError(
-            f"Cannot load model {options.model!r}: {type(error).__name__}: {str(error)[:500]}"
-        ) from error
-    if model.max_positions is not None and options.max_seq_length > model.max_positions:
-        raise ConfigurationError(
-            f"--max_seq_length {options.max_seq_length} is over the model's limit of "
-            f"{model.max_positions} positions."
-        )
-    try:
-        tokenizer_config = _tokenizer_config(options, model)
-    except ModelError as error:
-        raise ConfigurationError(str(error)) from error
-    hidden_size = _probe_hidden_size(model, tokenizer_config, outputs)
+    model_facts = _inspect_model(options, model_config, outputs)
+    # The launcher needs the model only for these checks: free it (cycles included) before the
+    # run, or a local multi-process run holds one more copy than its workers for its whole length.
+    gc.collect()
     return RunPlan(
         input_pattern=options.input,
         input_config=InputConfig(
@@ -194,11 +216,11 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
         output_compression=options.output_compression,
         num_shards=options.num_shards,
         model_config=model_config,
-        model_path=model.path,
-        model_description=model.describe(),
-        tokenizer_config=tokenizer_config,
+        model_path=model_facts.path,
+        model_description=model_facts.description,
+        tokenizer_config=model_facts.tokenizer_config,
         feature_config=feature_config,
-        hidden_size=hidden_size,
+        hidden_size=model_facts.hidden_size,
         batching=batching,
         large_model=options.large_model,
         model_copies=options.model_copies,

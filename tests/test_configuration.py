@@ -74,6 +74,24 @@ def test_a_vocab_larger_than_the_model_fails_the_probe(docs, tf1_module, tmp_pat
         _prepare(docs, tf1_module, tmp_path, f"--vocab_file={big_vocab}")
 
 
+def test_the_launcher_frees_the_model_it_loaded_for_the_checks(docs, tf1_module, tmp_path, monkeypatch):
+    import weakref
+
+    from transforms.model_loading import LoadedBert
+
+    loaded = []
+    original_init = LoadedBert.__init__
+
+    def tracked_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        loaded.append(weakref.ref(self))
+
+    monkeypatch.setattr(LoadedBert, "__init__", tracked_init)
+    plan = _prepare(docs, tf1_module, tmp_path)
+    assert plan.hidden_size > 0 and len(loaded) == 1
+    assert loaded[0]() is None, "the plan's model copy is still alive during the run"
+
+
 def test_required_flags(tf1_module):
     with pytest.raises(ConfigurationError, match="--input is required"):
         prepare_run(_options(f"--model={tf1_module}", "--output=/tmp/x"))
