@@ -66,5 +66,6 @@ bench: install
 	$(PYTHON) benchmarks/padding.py
 	$(PYTHON) benchmarks/scaling.py
 	$(PYTHON) benchmarks/bert_large_cpu.py
+	$(PYTHON) benchmarks/shared_model.py
 	$(PYTHON) benchmarks/peer_mltransform.py
 	$(PYTHON) benchmarks/plot.py
