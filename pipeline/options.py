@@ -115,9 +115,10 @@ class BertBeamOptions(PipelineOptions):
         group.add_argument("--bucket_boundaries", default="16,32,48,64,80,96,128,160,208,272,368,512",
                            help="Padded lengths: a batch is padded to the smallest one that holds "
                            "its longest sequence (none: always pad to max_seq_length).")
-        group.add_argument("--round_batch_rows", type=parse_bool, nargs="?", const=True, default=True,
+        group.add_argument("--round_batch_rows", type=parse_bool, nargs="?", const=True, default=None,
                            help="Pad a partial batch with empty rows to a power of two, so the model "
-                           "sees few distinct shapes (each new shape costs a first-call warm-up).")
+                           "sees few distinct shapes (each new shape costs a first-call warm-up; with "
+                           "--jit_compile a compilation). Default: true with --jit_compile, else false.")
         group.add_argument("--large_model", type=parse_bool, nargs="?", const=True, default=False,
                            help="Share one model copy across the SDK processes of a worker.")
         group.add_argument("--model_copies", type=positive_int, default=None,

@@ -179,7 +179,8 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
             bucket_boundaries=parse_bucket_boundaries(options.bucket_boundaries),
             max_batch_size=options.batch_size,
             max_batch_tokens=options.max_batch_tokens,
-            round_batch_rows=options.round_batch_rows,
+            round_batch_rows=(options.jit_compile if options.round_batch_rows is None
+                              else options.round_batch_rows),
         )
         if batching.max_batch_tokens < options.max_seq_length:
             raise ValueError(f"--max_batch_tokens ({options.max_batch_tokens}) must be at least "

@@ -33,7 +33,8 @@ def test_parse_bucket_boundaries():
 
 
 def test_partial_batches_are_rounded_to_a_power_of_two_rows_within_the_full_batch():
-    config = BatchingConfig(512, (32, 128, 512), max_batch_size=12, max_batch_tokens=2048)
+    config = BatchingConfig(512, (32, 128, 512), max_batch_size=12, max_batch_tokens=2048,
+                            round_batch_rows=True)
     assert [config.full_batch_rows(n) for n in (32, 128, 512)] == [12, 12, 4]
     assert [config.batch_padded_rows(rows, 32) for rows in range(1, 13)] == [1, 2, 4, 4, 8, 8, 8, 8, 12, 12,
                                                                               12, 12]

@@ -92,6 +92,14 @@ def test_the_launcher_frees_the_model_it_loaded_for_the_checks(docs, tf1_module,
     assert loaded[0]() is None, "the plan's model copy is still alive during the run"
 
 
+def test_batch_rows_are_rounded_by_default_only_with_xla(docs, tf1_module, tmp_path):
+    assert _prepare(docs, tf1_module, tmp_path).batching.round_batch_rows is False
+    assert _prepare(docs, tf1_module, tmp_path, "--jit_compile").batching.round_batch_rows is True
+    assert _prepare(docs, tf1_module, tmp_path, "--jit_compile", "--round_batch_rows=false"
+                    ).batching.round_batch_rows is False
+    assert _prepare(docs, tf1_module, tmp_path, "--round_batch_rows").batching.round_batch_rows is True
+
+
 def test_required_flags(tf1_module):
     with pytest.raises(ConfigurationError, match="--input is required"):
         prepare_run(_options(f"--model={tf1_module}", "--output=/tmp/x"))

@@ -6,9 +6,9 @@ batches cost about the same. Batches are formed within a bundle, like Beam's Bat
 
 The model sees each batch as a [rows, length] tensor. TensorFlow pays a first-call cost for
 every new shape (oneDNN primitives on CPU, kernel selection on GPU, a compilation with
-``--jit_compile``), so partial batches (the ends of bundles) are padded with empty rows to a
-power of two, at most the bucket's full batch: a bucket sees a handful of shapes, not one per
-row count.
+``--jit_compile``). With ``round_batch_rows`` a partial batch (the end of a bundle) is padded
+with empty rows to a power of two, at most the bucket's full batch, so a bucket sees a handful
+of shapes, not one per row count, at the price of computing the empty rows.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class BatchingConfig:
     bucket_boundaries: tuple[int, ...] = (16, 32, 48, 64, 80, 96, 128, 160, 208, 272, 368, 512)
     max_batch_size: int = 32
     max_batch_tokens: int = 16384
-    round_batch_rows: bool = True
+    round_batch_rows: bool = False
 
     def padded_length(self, length: int) -> int:
         return bucket_length(length, self.bucket_boundaries, self.max_seq_length)
