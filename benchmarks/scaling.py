@@ -123,7 +123,9 @@ def main() -> None:
     tiny = synthetic_text.write_corpus(os.path.join(work, "corpus_tiny.txt"), texts[:TINY])
     report.add(f"- model: 4 layers, hidden 256, 4 heads, intermediate 1024, random weights (TF2), "
                f"max_seq_length {MAX_SEQ_LENGTH}; M = {m} documents (lognormal, median 50 words); each run "
-               f"is a fresh process; steady state = (M − {TINY}) / (time on M − time on {TINY} documents)")
+               f"is a fresh process; steady state = (M − {TINY}) / (time on M − time on {TINY} documents); "
+               "\"default threads\" is bert-beam's default --tf_threads: TensorFlow's own pools in one "
+               "process, cores / processes (here 1) with 2 worker processes")
     settings = (("default threads", {}),) if args.quick else (
         ("default threads", {}), ("TF_NUM_*_THREADS=1", ONE_THREAD))
     rates: dict[tuple[str, int], float] = {}
