@@ -95,7 +95,7 @@ class MemoryPeaks:
     """Peaks over the samples of one run, in MB: the launcher and the rest of its process tree."""
 
     launcher_rss: float = 0.0
-    launcher_last_rss: float = 0.0
+    launcher_at_workers_peak: float = 0.0
     workers_rss: float = 0.0
     total_pss: float = 0.0
     largest_process_rss: float = 0.0
@@ -114,8 +114,9 @@ class MemoryPeaks:
         rss = {pid: _kb(pid, "status", "VmRSS:") / 1024 for pid in pids}
         pss = sum(_kb(pid, "smaps_rollup", "Pss:") for pid in pids) / 1024
         self.launcher_rss = max(self.launcher_rss, rss.get(root, 0.0))
-        self.launcher_last_rss = rss.get(root, self.launcher_last_rss)
-        self.workers_rss = max(self.workers_rss, sum(v for pid, v in rss.items() if pid != root))
+        workers = sum(v for pid, v in rss.items() if pid != root)
+        if workers > self.workers_rss:
+            self.workers_rss, self.launcher_at_workers_peak = workers, rss.get(root, 0.0)
         self.total_pss = max(self.total_pss, pss)
         self.largest_process_rss = max(self.largest_process_rss, max(rss.values(), default=0.0))
         self.processes = max(self.processes, len(pids))
@@ -195,7 +196,8 @@ def main() -> None:
         worker_sizes = [round(v) for v in peaks.worker_peaks() if v > 50]
         report.add(f"- {label}: {seconds:.1f} s; peak RSS of the worker processes (summed) "
                    f"**{peaks.workers_rss:.0f} MB**, launcher {peaks.launcher_rss:.0f} MB at its peak (the "
-                   f"checks before the run load the model) and {peaks.launcher_last_rss:.0f} MB at the end, "
+                   f"checks before the run load the model) and {peaks.launcher_at_workers_peak:.0f} MB "
+                   "at the workers' peak, "
                    f"peak PSS of all {peaks.processes} processes {peaks.total_pss:.0f} MB; worker processes' "
                    f"peaks (MB, > 50): {worker_sizes}; {summary.strip()}")
     one_worker = runs["separate copies"].worker_peaks()[0]
