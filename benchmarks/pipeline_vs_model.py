@@ -176,6 +176,18 @@ def main() -> None:
                f"whole run on N {n / one_n.seconds / bare_rate:.2f}, on 2N "
                f"{2 * n / one_2n.seconds / bare_rate:.2f}")
 
+    rounded = ("--round_batch_rows",)
+    rounded_n = run_bert_beam(corpus_n, output, model, *flags, *rounded)
+    rounded_2n = run_bert_beam(corpus_2n, output, model, *flags, *rounded)
+    rounded_rate, rounded_fixed = _steady_state(rounded_n, rounded_2n, len(texts) - n)
+    rounded_ratio = rounded_rate / bare_rate
+    verdict = "met" if rounded_ratio >= TARGET_RATIO else "MISSED"
+    report.add(f"- (b') the same with --round_batch_rows (partial batches padded to power-of-two rows, "
+               f"so runs repeat shapes): N in {rounded_n.seconds:.1f} s, 2N in {rounded_2n.seconds:.1f} s; "
+               f"steady state **{rounded_rate:.1f} docs/s**, ratio to the bare model **{rounded_ratio:.2f}** "
+               f"(target ≥ {TARGET_RATIO}: {verdict}); fixed cost {rounded_fixed:.1f} s; real/padded tokens "
+               f"on N {rounded_n.real_tokens}/{rounded_n.real_tokens + rounded_n.padded_tokens}")
+
     if not args.skip_multiprocessing:
         multi_n = run_bert_beam(corpus_n, output, model, *flags, *MULTI_PROCESSING)
         multi_2n = run_bert_beam(corpus_2n, output, model, *flags, *MULTI_PROCESSING)
