@@ -64,6 +64,7 @@ bench: install
 	$(PYTHON) benchmarks/tokenizer.py
 	$(PYTHON) benchmarks/pipeline_vs_model.py
 	$(PYTHON) benchmarks/padding.py
+	$(PYTHON) benchmarks/beam_batching.py
 	$(PYTHON) benchmarks/scaling.py
 	$(PYTHON) benchmarks/bert_large_cpu.py
 	$(PYTHON) benchmarks/shared_model.py
