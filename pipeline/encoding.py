@@ -30,7 +30,6 @@ class ExampleEncoder:
 
     def __init__(self, outputs: Sequence[str], sequence_dtype: str = schema.FLOAT32) -> None:
         self._outputs = tuple(outputs)
-        self._sequence_dtype = sequence_dtype
         self._half = None if sequence_dtype == schema.FLOAT32 else sequence_numpy_dtype(sequence_dtype)
 
     def encode(self, embeddings: Sequence[Embedding]) -> list[bytes]:

@@ -35,7 +35,8 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-Chunks = list  # the serialized pieces of one message, joined once when the Example is built
+# The serialized pieces of one message, joined once when the Example is built.
+Chunks = list[bytes | memoryview]
 
 
 def _header(tag: bytes, length: int) -> bytes:
