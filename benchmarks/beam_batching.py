@@ -29,20 +29,15 @@ import argparse
 import time
 
 import apache_beam as beam
-import cached_models
-import synthetic_text
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
-from padding import MAX_SEQ_LENGTH
+from padding import MAX_SEQ_LENGTH, corpus_and_model, records
 from results import Report
 
 from transforms import counters
 from transforms.batching import BatchByLength, BatchingConfig
-from transforms.features import FeatureConfig, document_features
 from transforms.model_handler import BertModelHandler
 from transforms.model_loading import ModelConfig
-from transforms.records import Document
-from transforms.tokenization import FullTokenizer
 
 BATCH_SIZE = 32
 
@@ -56,13 +51,6 @@ class _BeamBatchedHandler(BertModelHandler):
 
     def batch_elements_kwargs(self) -> dict:
         return dict(self._beam_batching)
-
-
-def _keyed_features(texts: list[str], vocab) -> list:
-    tokenizer = FullTokenizer(vocab, do_lower_case=True)
-    config = FeatureConfig(max_seq_length=MAX_SEQ_LENGTH)
-    return [(f.key, f) for i, text in enumerate(texts)
-            for f in document_features(Document(str(i), text, str(i)), tokenizer, config)]
 
 
 def _counter(result, name: str) -> int:
@@ -104,11 +92,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.documents or (60 if args.quick else 1500)
     report = Report("beam_batching", args.quick)
-    vocab = synthetic_text.vocabulary()
-    model = cached_models.cached_model(
-        "small", cached_models.bert_config(cached_models.SMALL, len(vocab), MAX_SEQ_LENGTH), vocab)
-    texts = list(synthetic_text.documents(n, median_words=40, sigma=1.0, seed=21))
-    keyed = _keyed_features(texts, vocab)
+    vocab, model, texts = corpus_and_model(n)
+    keyed = [(record.key, record) for record in records(texts, vocab)]
     batching = BatchingConfig(MAX_SEQ_LENGTH, max_batch_size=BATCH_SIZE)
     report.add(f"- padding.py's corpus and model: {n} documents, {len(keyed)} records, max_seq_length "
                f"{MAX_SEQ_LENGTH}; buckets {','.join(map(str, batching.bucket_boundaries))}; at most "

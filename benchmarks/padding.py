@@ -30,19 +30,29 @@ TARGET_RATIO = 1.15
 SEARCH_STEP = 16
 
 
-def sequence_lengths(texts: Sequence[str], vocab_lines) -> np.ndarray:
-    """Each document's record length, [CLS] and [SEP] included, as the pipeline truncates it."""
+def corpus_and_model(n: int) -> tuple[tuple[str, ...], str, list[str]]:
+    """The vocabulary, the small model's path and the long-tailed corpus of ``n`` documents."""
+    vocab = synthetic_text.vocabulary()
+    model = cached_models.cached_model(
+        "small", cached_models.bert_config(cached_models.SMALL, len(vocab), MAX_SEQ_LENGTH), vocab)
+    return vocab, model, list(synthetic_text.documents(n, median_words=40, sigma=1.0, seed=21))
+
+
+def records(texts: Sequence[str], vocab_lines) -> list:
+    """Each document's Features, truncated at MAX_SEQ_LENGTH as the pipeline builds them."""
     from transforms.features import FeatureConfig, document_features
     from transforms.records import Document
     from transforms.tokenization import FullTokenizer
 
     tokenizer = FullTokenizer(vocab_lines, do_lower_case=True)
     config = FeatureConfig(max_seq_length=MAX_SEQ_LENGTH)
-    return np.array([
-        f.sequence_length
-        for i, text in enumerate(texts)
-        for f in document_features(Document(str(i), text, str(i)), tokenizer, config)
-    ])
+    return [f for i, text in enumerate(texts)
+            for f in document_features(Document(str(i), text, str(i)), tokenizer, config)]
+
+
+def sequence_lengths(texts: Sequence[str], vocab_lines) -> np.ndarray:
+    """Each document's record length, [CLS] and [SEP] included, as the pipeline truncates it."""
+    return np.array([f.sequence_length for f in records(texts, vocab_lines)])
 
 
 def predicted_ratio(lengths: np.ndarray, boundaries: Sequence[int]) -> float:
@@ -96,11 +106,8 @@ def main() -> None:
     n = args.documents or (60 if args.quick else 1500)
     report = Report("padding", args.quick)
 
-    vocab = synthetic_text.vocabulary()
-    model = cached_models.cached_model(
-        "small", cached_models.bert_config(cached_models.SMALL, len(vocab), MAX_SEQ_LENGTH), vocab)
+    vocab, model, texts = corpus_and_model(n)
     work = cached_models.cache_dir("padding")
-    texts = list(synthetic_text.documents(n, median_words=40, sigma=1.0, seed=21))
     corpus = synthetic_text.write_corpus(os.path.join(work, "corpus.txt"), texts)
     lengths = sequence_lengths(texts, vocab)
     percentiles = np.percentile(lengths, [10, 50, 90, 99]).astype(int)
