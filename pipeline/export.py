@@ -21,6 +21,13 @@ from transforms.bert_encoder import BertConfig, bert_forward, check_weights
 
 TF1_MODULE_DEF = b"\x08\x03"  # hub ModuleDef proto {format: FORMAT_V3}
 TRAIN_DROPOUT_RATE = 0.1
+VOCAB_TENSOR = "vocab_file:0"
+# How a TF1 Hub module records its vocab asset: as TF Hub's exporter wrote the google/bert_* modules
+# (placeholder constant, file named in the saved_model_assets collection), or with the exporter's
+# path left in the constant.
+HUB_EXPORTER_LAYOUT = "hub_exporter"
+BAKED_PATH_LAYOUT = "baked_path"
+ASSET_LAYOUTS = (HUB_EXPORTER_LAYOUT, BAKED_PATH_LAYOUT)
 
 
 def _write_vocab(vocab_lines: Sequence[str], path: str) -> None:
@@ -34,15 +41,20 @@ def export_tf1_hub_module(
     vocab_lines: Sequence[str],
     do_lower_case: bool,
     output_dir: str,
+    asset_layout: str = HUB_EXPORTER_LAYOUT,
 ) -> str:
     """Writes a TF1 Hub format module like ``google/bert_cased_L-24_H-1024_A-16``.
 
-    Like hub's own exporter, the ``tokenization_info`` signature returns the
-    vocab path as it was at export time (a temporary folder that is deleted);
-    the file itself lives in the module's ``assets/``.
+    The vocab file lives in the module's ``assets/``. With the hub exporter's layout (the
+    default) the ``tokenization_info`` signature returns the placeholder ``SAVEDMODEL-ASSET``
+    and the meta graphs name the file, as ``tensorflow_hub``'s ``saved_model_lib`` writes
+    them; with ``baked_path`` it returns the path the vocab had at export time (a temporary
+    folder that is deleted).
     """
     import tensorflow as tf
 
+    if asset_layout not in ASSET_LAYOUTS:
+        raise ValueError(f"asset_layout must be one of {ASSET_LAYOUTS}, got {asset_layout!r}.")
     check_weights(weights, config)
     v1 = tf.compat.v1
     with tempfile.TemporaryDirectory() as staging:
@@ -94,11 +106,37 @@ def export_tf1_hub_module(
                 builder.save()
     os.makedirs(os.path.join(output_dir, "assets"), exist_ok=True)
     _write_vocab(vocab_lines, os.path.join(output_dir, "assets", "vocab.txt"))
+    if asset_layout == HUB_EXPORTER_LAYOUT:
+        _record_assets_as_hub_exporter(output_dir)
     with open(os.path.join(output_dir, "tfhub_module.pb"), "wb") as handle:
         handle.write(TF1_MODULE_DEF)
     with open(os.path.join(output_dir, "bert_config.json"), "w", encoding="utf-8") as handle:
         handle.write(config.to_json())
     return output_dir
+
+
+def _record_assets_as_hub_exporter(module_dir: str) -> None:
+    """Rewrites saved_model.pb as TF Hub's ``saved_model_lib`` exports assets.
+
+    For each meta graph: the vocab constant is listed in ``asset_filepaths``, its value is
+    overwritten with ``SAVEDMODEL-ASSET``, and an ``AssetFileDef`` naming ``vocab.txt`` is
+    packed into the ``saved_model_assets`` collection.
+    """
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from transforms.model_assets import ASSETS_COLLECTION, HUB_ASSET_PLACEHOLDER, read_saved_model
+
+    proto = read_saved_model(module_dir)
+    node_name = VOCAB_TENSOR.split(":")[0]
+    for meta_graph in proto.meta_graphs:
+        (node,) = [node for node in meta_graph.graph_def.node if node.name == node_name]
+        node.attr["value"].tensor.string_val[0] = HUB_ASSET_PLACEHOLDER.encode()
+        meta_graph.collection_def["asset_filepaths"].node_list.value.append(VOCAB_TENSOR)
+        asset = meta_graph_pb2.AssetFileDef(filename="vocab.txt")
+        asset.tensor_info.name = VOCAB_TENSOR
+        meta_graph.collection_def[ASSETS_COLLECTION].any_list.value.add().Pack(asset)
+    with open(os.path.join(module_dir, "saved_model.pb"), "wb") as handle:
+        handle.write(proto.SerializeToString())
 
 
 def export_tf2_saved_model(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import posixpath
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import schema
 from pipeline.options import BertBeamOptions, ConfigurationError
 from pipeline.sinks import default_dead_letter_prefix
-from pipeline.sources import InputConfig
+from pipeline.sources import InputConfig, binary_inputs_error
 from transforms.batching import BatchingConfig
 from transforms.embed import TokenizerConfig
 from transforms.features import FeatureConfig, pad_batch, parse_bucket_boundaries
@@ -60,14 +61,18 @@ class RunPlan:
         )
 
 
-def _count_input_files(pattern: str) -> int:
+def _match_input_files(pattern: str, compression: str) -> list[str]:
+    """The files ``--input`` matches; fails when there are none or all are binary."""
     try:
-        matched = FileSystems.match([pattern])[0].metadata_list
+        matched = [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
     except Exception as error:  # filesystems raise their own types for bad paths or buckets
         raise ConfigurationError(f"Cannot list --input {pattern!r}: {error}") from error
     if not matched:
         raise ConfigurationError(f"No file matches --input {pattern!r}.")
-    return len(matched)
+    message = binary_inputs_error(matched, compression)
+    if message:
+        raise ConfigurationError(message)
+    return matched
 
 
 def _check_writable(prefix: str) -> None:
@@ -85,10 +90,11 @@ def _check_writable(prefix: str) -> None:
 
 
 def _tokenizer_config(options: BertBeamOptions, model: LoadedBert) -> TokenizerConfig:
+    """The vocab and casing: the user's flags where given (the model is not asked), else the model's."""
     import tensorflow as tf
 
-    model_vocab, model_lower = model.tokenizer_source()
-    vocab_path = options.vocab_file or model_vocab
+    model_lower = model.do_lower_case()
+    vocab_path = options.vocab_file or model.vocab_file()
     do_lower_case = options.do_lower_case if options.do_lower_case is not None else model_lower
     if vocab_path is None or do_lower_case is None:
         missing = [name for name, value in (("--vocab_file", vocab_path),
@@ -106,11 +112,21 @@ def _tokenizer_config(options: BertBeamOptions, model: LoadedBert) -> TokenizerC
         FullTokenizer(vocab_lines, do_lower_case)
     except (OSError, ValueError, tf.errors.OpError) as error:
         raise ConfigurationError(f"Cannot use vocab file {vocab_path!r}: {error}") from error
+    if model.vocab_rows is not None and len(vocab_lines) > model.vocab_rows:
+        raise ConfigurationError(
+            f"The vocab file {vocab_path!r} has {len(vocab_lines)} tokens but the model's word "
+            f"embedding table has {model.vocab_rows} rows: it is not the model's own vocabulary."
+        )
     return TokenizerConfig(vocab_lines=vocab_lines, do_lower_case=do_lower_case)
 
 
 def _probe_hidden_size(model: LoadedBert, tokenizer: TokenizerConfig, outputs: tuple[str, ...]) -> int:
     """Runs [CLS] (last vocab id) [SEP] through the model: proves it answers and the vocab fits."""
+    if schema.POOLED in outputs and "pooled_output" not in model.output_keys:
+        raise ConfigurationError(
+            f"--outputs asks for pooled, but the model has no pooled output (it is "
+            f"{model.describe()}); use --outputs mean,sequence or map one with --signature_tensors "
+            "pooled_output=NAME.")
     full = FullTokenizer(tokenizer.vocab_lines, tokenizer.do_lower_case)
     ids = np.array([full.cls_id, len(tokenizer.vocab_lines) - 1, full.sep_id], np.int32)
     probe = Features("probe", ids, np.zeros(3, np.int32))
@@ -118,13 +134,27 @@ def _probe_hidden_size(model: LoadedBert, tokenizer: TokenizerConfig, outputs: t
         result = model(pad_batch([probe], 3))
     except Exception as error:  # TF raises many types; any failure here is a misconfiguration
         raise ConfigurationError(
-            f"The model failed on a probe batch (is the vocab of {len(tokenizer.vocab_lines)} tokens "
-            f"the model's own?): {type(error).__name__}: {str(error)[:500]}"
+            f"The model failed on a probe batch [CLS] (id {len(tokenizer.vocab_lines) - 1}) [SEP]: "
+            f"{probe_failure_kind(error, len(tokenizer.vocab_lines))} It was called as "
+            f"{model.convention.describe()}: {type(error).__name__}: {str(error)[:300]} "
+            f"Its callables:\n{model.describe_callables()}"
         ) from error
-    if schema.POOLED in outputs and "pooled_output" not in result:
-        raise ConfigurationError("--outputs asks for pooled but the model signature has no pooled "
-                                 "output; use --outputs sequence or map one with --signature_tensors.")
     return int(result["sequence_output"].shape[-1])
+
+
+def probe_failure_kind(error: BaseException, vocab_size: int) -> str:
+    """One sentence on what failed in a model call: binding, dtypes, shapes or the vocabulary."""
+    text = str(error)
+    if isinstance(error, TypeError) or "Binding inputs" in text or "matching concrete function" in text:
+        return "Binding failed: the model's function does not accept the inputs it was given."
+    if re.search(r"indices\[[^]]*\] = -?\d+ is not in \[0, \d+\)", text):
+        return (f"The vocabulary does not fit: its ids (up to {vocab_size - 1}) go beyond the model's "
+                "embedding table, so it is not the model's own vocab.")
+    if re.search(r"expected to be an? \w+ tensor|dtype|DataType", text, re.IGNORECASE):
+        return "Dtypes failed: the model wants other input types than it was given."
+    if re.search(r"shape|dimension|rank", text, re.IGNORECASE):
+        return "Shapes failed: the model wants inputs of other shapes than [batch, length]."
+    return "The model call failed."
 
 
 @dataclass(frozen=True)
@@ -153,6 +183,12 @@ def _inspect_model(
         raise ConfigurationError(
             f"--max_seq_length {options.max_seq_length} is over the model's limit of "
             f"{model.max_positions} positions."
+        )
+    fixed = model.convention.fixed_length
+    if fixed is not None and options.max_seq_length > fixed:
+        raise ConfigurationError(
+            f"--max_seq_length {options.max_seq_length} is over the {fixed} tokens that the model's "
+            f"inputs are fixed at; pass --max_seq_length {fixed} or less."
         )
     try:
         tokenizer_config = _tokenizer_config(options, model)
@@ -193,7 +229,7 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
         )
     except ValueError as error:
         raise ConfigurationError(str(error)) from error
-    input_files = _count_input_files(options.input)
+    input_files = len(_match_input_files(options.input, options.compression))
     _check_writable(options.output)
     model_facts = _inspect_model(options, model_config, outputs)
     # The launcher needs the model only for these checks: free it (cycles included) before the

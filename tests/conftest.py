@@ -44,12 +44,14 @@ def tiny_config(vocab_size: int) -> BertConfig:
 def _source_digest() -> str:
     """Changes whenever the encoder or the exporters change, so cached models are rebuilt."""
     digest = hashlib.sha256()
-    for relative in ("transforms/bert_encoder.py", "pipeline/export.py", "tests/conftest.py"):
+    for relative in ("transforms/bert_encoder.py", "pipeline/export.py", "tests/conftest.py",
+                     "tests/model_variants.py"):
         digest.update((REPO / relative).read_bytes())
     return digest.hexdigest()[:16]
 
 
-def _cached_model(kind: str, build) -> str:
+def cached_model(kind: str, build) -> str:
+    """The model ``build(path)`` writes, built once per source digest and shared by test workers."""
     target = CACHE / f"{kind}-{_source_digest()}"
     if not target.exists():
         staging = CACHE / f".{target.name}.{os.getpid()}"
@@ -82,11 +84,21 @@ def model_weights(model_config):
 
 @pytest.fixture(scope="session")
 def tf1_module(vocab_lines, model_config, model_weights) -> str:
-    """A TF1 Hub format module (tokens + tokenization_info signatures, train graph with dropout)."""
+    """A TF1 Hub format module as TF Hub's exporter writes it (tokens + tokenization_info
+    signatures, vocab asset behind the SAVEDMODEL-ASSET placeholder, train graph with dropout)."""
     from pipeline.export import export_tf1_hub_module
 
-    return _cached_model("tf1hub", lambda path: export_tf1_hub_module(
+    return cached_model("tf1hub", lambda path: export_tf1_hub_module(
         model_weights, model_config, vocab_lines, True, path))
+
+
+@pytest.fixture(scope="session")
+def tf1_module_baked_path(vocab_lines, model_config, model_weights) -> str:
+    """The same module with the exporter's vocab path left in its constant (no asset records)."""
+    from pipeline.export import BAKED_PATH_LAYOUT, export_tf1_hub_module
+
+    return cached_model("tf1hub-baked", lambda path: export_tf1_hub_module(
+        model_weights, model_config, vocab_lines, True, path, asset_layout=BAKED_PATH_LAYOUT))
 
 
 @pytest.fixture(scope="session")
@@ -94,5 +106,5 @@ def tf2_model(vocab_lines, model_config, model_weights) -> str:
     """A TF2 SavedModel callable like TF Hub's BERT encoders."""
     from pipeline.export import export_tf2_saved_model
 
-    return _cached_model("tf2", lambda path: export_tf2_saved_model(
+    return cached_model("tf2", lambda path: export_tf2_saved_model(
         model_weights, model_config, vocab_lines, True, path))

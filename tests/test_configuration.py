@@ -42,12 +42,33 @@ def test_a_valid_configuration_resolves_the_model_tokenizer_and_hidden_size(docs
     (("--max_seq_length=129",), "over the model's limit of 128 positions"),
     (("--long_document=window", "--max_seq_length=16", "--doc_stride=15"), "doc_stride must be between 1"),
     (("--outputs=pooled,cls",), "--outputs must list"),
-    (("--signature=serving",), "no signature 'serving'"),
+    (("--signature=serving",), "serving: no such signature or traced function"),
     (("--vocab_file=/nonexistent/vocab.txt",), "Cannot use vocab file"),
 ])
 def test_bad_options_fail_fast(docs, tf1_module, tmp_path, extra, message):
     with pytest.raises(ConfigurationError, match=message):
         _prepare(docs, tf1_module, tmp_path, *extra)
+
+
+def test_vocab_file_overrides_a_model_whose_own_vocab_cannot_be_found(docs, tf1_module, tmp_path):
+    import shutil
+
+    moved = shutil.copytree(tf1_module, tmp_path / "moved")
+    vocab = shutil.move(moved / "assets" / "vocab.txt", tmp_path / "my_vocab.txt")
+    with pytest.raises(ConfigurationError, match="Pass --vocab_file"):
+        _prepare(docs, str(moved), tmp_path)
+    plan = _prepare(docs, str(moved), tmp_path, f"--vocab_file={vocab}")
+    assert plan.tokenizer_config.do_lower_case is True and len(plan.tokenizer_config.vocab_lines) > 100
+
+
+def test_an_input_of_only_a_parquet_file_fails_fast(tf1_module, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"id": ["1"], "text": ["the dog"]}), path)
+    with pytest.raises(ConfigurationError, match=r"--input '.*docs.parquet' is a binary file \(Parquet"):
+        _prepare(str(path), tf1_module, tmp_path)
 
 
 def test_no_matching_input(tf1_module, tmp_path):
@@ -67,10 +88,23 @@ def test_unwritable_output(docs, tf1_module, tmp_path):
         prepare_run(_options(f"--input={docs}", f"--output={blocker}/emb", f"--model={tf1_module}"))
 
 
-def test_a_vocab_larger_than_the_model_fails_the_probe(docs, tf1_module, tmp_path, vocab_lines):
+def test_a_vocab_larger_than_the_models_embedding_table_fails_fast(docs, tf1_module, tmp_path, vocab_lines):
     big_vocab = tmp_path / "vocab.txt"
     big_vocab.write_text("\n".join(list(vocab_lines) + [f"extra{i}" for i in range(50)]) + "\n")
-    with pytest.raises(ConfigurationError, match="failed on a probe batch"):
+    with pytest.raises(ConfigurationError, match=f"has {len(vocab_lines) + 50} tokens but the model's word "
+                       f"embedding table has {len(vocab_lines)} rows"):
+        _prepare(docs, tf1_module, tmp_path, f"--vocab_file={big_vocab}")
+
+
+def test_a_vocab_beyond_an_unreadable_table_fails_the_probe_naming_the_vocabulary(
+        docs, tf1_module, tmp_path, vocab_lines, monkeypatch):
+    from transforms import model_loading
+
+    monkeypatch.setattr(model_loading, "vocab_limit", lambda path: None)
+    big_vocab = tmp_path / "vocab.txt"
+    big_vocab.write_text("\n".join(list(vocab_lines) + [f"extra{i}" for i in range(50)]) + "\n")
+    with pytest.raises(ConfigurationError, match="(?s)probe batch.*The vocabulary does not fit.*"
+                       "called as signature tokens.*Its callables:\n  signature"):
         _prepare(docs, tf1_module, tmp_path, f"--vocab_file={big_vocab}")
 
 

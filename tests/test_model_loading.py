@@ -50,12 +50,54 @@ def test_train_graph_exists_and_differs_so_the_test_above_can_fail(tf1_module):
     assert not np.allclose(runs[0], runs[1])
 
 
-def test_tf1_vocab_path_baked_at_export_resolves_through_the_module_assets(tf1_module, tmp_path):
+def test_the_hub_exporters_placeholder_resolves_to_the_asset_the_signature_names(tf1_module, tmp_path):
+    import tensorflow_hub as hub
+
     moved = shutil.copytree(tf1_module, tmp_path / "moved")
+    # As TF Hub's exporter wrote google/bert_*: the signature gives only the placeholder.
+    info = hub.load(str(moved)).signatures["tokenization_info"]()
+    assert info["vocab_file"].numpy() == b"SAVEDMODEL-ASSET"
+    os.rename(moved / "assets" / "vocab.txt", moved / "assets" / "bert_vocab.txt")
+    _rename_asset(moved, "vocab.txt", "bert_vocab.txt")  # not found by a base-name rule
     model = LoadedBert(ModelConfig(str(moved)))
     vocab_path, lower = model.tokenizer_source()
-    assert vocab_path == os.path.join(str(moved), "assets", "vocab.txt")
+    assert vocab_path == os.path.join(str(moved), "assets", "bert_vocab.txt")
     assert lower is True
+
+
+def _rename_asset(module, old: str, new: str) -> None:
+    """Renames the file that the module's saved_model_assets records name."""
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from transforms.model_assets import ASSETS_COLLECTION, read_saved_model
+
+    proto = read_saved_model(str(module))
+    for meta_graph in proto.meta_graphs:
+        for packed in meta_graph.collection_def[ASSETS_COLLECTION].any_list.value:
+            asset = meta_graph_pb2.AssetFileDef()
+            packed.Unpack(asset)
+            assert asset.filename == old
+            asset.filename = new
+            packed.Pack(asset)
+    (module / "saved_model.pb").write_bytes(proto.SerializeToString())
+
+
+def test_a_vocab_path_baked_at_export_resolves_by_its_name_in_the_module_assets(
+        tf1_module_baked_path, tmp_path):
+    import tensorflow_hub as hub
+
+    moved = shutil.copytree(tf1_module_baked_path, tmp_path / "moved")
+    baked = hub.load(str(moved)).signatures["tokenization_info"]()["vocab_file"].numpy().decode()
+    assert baked.endswith("vocab.txt") and not os.path.exists(baked)
+    model = LoadedBert(ModelConfig(str(moved)))
+    assert model.tokenizer_source() == (os.path.join(str(moved), "assets", "vocab.txt"), True)
+
+
+def test_a_module_whose_vocab_asset_is_gone_asks_for_vocab_file(tf1_module, tmp_path):
+    moved = shutil.copytree(tf1_module, tmp_path / "moved")
+    os.remove(moved / "assets" / "vocab.txt")
+    with pytest.raises(ModelError, match="names vocab file 'SAVEDMODEL-ASSET'.*Pass --vocab_file"):
+        LoadedBert(ModelConfig(str(moved))).vocab_file()
 
 
 def test_tf2_model_is_called_with_a_dict_and_declares_its_vocab(tf2_model, tf1_module):
@@ -87,7 +129,7 @@ def test_a_custom_signature_is_mapped_with_signature_tensors(tmp_path, model_con
     module = FineTuned()
     path = str(tmp_path / "finetuned")
     tf.saved_model.save(module, path, signatures={"encode": module.encode})
-    with pytest.raises(ModelError, match="has no tensor for input_ids.*ids"):
+    with pytest.raises(ModelError, match=r"no input for input_ids among \[.ids."):
         LoadedBert(ModelConfig(path, signature="encode"))
     mapping = parse_tensor_names(
         "input_ids=ids,input_mask=mask,segment_ids=types,pooled_output=sentence,sequence_output=tokens_out")
@@ -98,7 +140,8 @@ def test_a_custom_signature_is_mapped_with_signature_tensors(tmp_path, model_con
 
 
 def test_unknown_signature_lists_what_the_model_has(tf1_module):
-    with pytest.raises(ModelError, match=r"(?s)no signature 'nope'.*tokens: inputs \['input_ids'"):
+    with pytest.raises(ModelError,
+                       match=r"(?s)nope: no such signature.*signature tokens: inputs \{input_ids: int32"):
         LoadedBert(ModelConfig(tf1_module, signature="nope"))
 
 

@@ -1,14 +1,9 @@
 """Resolves, recognises and loads BERT SavedModels, and finds their tokenizer.
 
-Three kinds of model are recognised:
-
-* the legacy TF1 Hub format of ``google/bert_*`` modules (``tfhub_module.pb``):
-  loaded with graph tags ``set()`` (inference, never ``train``), called
-  through the ``tokens`` signature;
-* TF Hub's TF2 BERT encoders, called with a dict of
-  ``input_word_ids``/``input_mask``/``input_type_ids``;
-* any SavedModel signature with three integer inputs (a user's fine-tuned
-  export), chosen with ``--signature`` and mapped with ``--signature_tensors``.
+The legacy TF1 Hub format of ``google/bert_*`` modules (``tfhub_module.pb``) is
+loaded with graph tags ``set()`` (inference, never ``train``) and called through
+its ``tokens`` signature; every other SavedModel is called as its own traced
+functions say (``transforms.call_conventions``).
 """
 
 from __future__ import annotations
@@ -24,21 +19,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from transforms.call_conventions import (
+    INPUT_KEYS,
+    OUTPUT_KEYS,
+    SEQUENCE_OUTPUT,
+    CallMismatch,
+    describe_callables,
+    find_call_convention,
+)
+from transforms.model_assets import HUB_ASSET_PLACEHOLDER, signature_output_asset
+
 TF1_HUB = "tf1_hub"
 TF2 = "tf2"
 
-INPUT_KEYS = ("input_ids", "input_mask", "segment_ids")
-OUTPUT_KEYS = ("pooled_output", "sequence_output")
-TF2_INPUT_NAMES = {"input_ids": "input_word_ids", "input_mask": "input_mask",
-                   "segment_ids": "input_type_ids"}
-# Names that common exports use for each pipeline tensor, tried in order.
-KNOWN_TENSOR_NAMES = {
-    "input_ids": ("input_ids", "input_word_ids"),
-    "input_mask": ("input_mask", "attention_mask"),
-    "segment_ids": ("segment_ids", "input_type_ids", "token_type_ids"),
-    "pooled_output": ("pooled_output", "pooler_output", "default"),
-    "sequence_output": ("sequence_output", "last_hidden_state"),
-}
 MAX_ARCHIVE_BYTES = 20 * 1024**3
 
 _LOG = logging.getLogger(__name__)
@@ -151,20 +144,23 @@ def position_limit(path: str) -> int | None:
     return None
 
 
-def _describe_signatures(signatures: Mapping) -> str:
-    lines = []
-    for name, function in signatures.items():
-        inputs = function.structured_input_signature[1]
-        outputs = function.structured_outputs
-        lines.append(f"  {name}: inputs {sorted(inputs)} -> outputs {sorted(outputs)}")
-    return "\n".join(lines) or "  (none)"
+def vocab_limit(path: str) -> int | None:
+    """Rows of the word embedding table, read from the checkpoint (None if not found)."""
+    import tensorflow as tf
+
+    try:
+        variables = tf.train.list_variables(os.path.join(path, "variables", "variables"))
+    except (tf.errors.NotFoundError, ValueError):
+        return None
+    rows = [int(shape[0]) for name, shape in variables if "word_embedding" in name and len(shape) == 2]
+    return rows[0] if len(rows) == 1 else None
 
 
 class LoadedBert:
     """A loaded BERT model: numpy int32 batches in, numpy float32 outputs out.
 
-    ``format`` is how the model is stored (``tf1_hub`` or ``tf2``), ``entry`` how
-    it is called: a signature name or ``__call__`` for TF2 BERT encoders.
+    ``format`` is how the model is stored (``tf1_hub`` or ``tf2``); ``convention`` how it
+    is called, found once here from the model's own signatures and traced functions.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -175,122 +171,110 @@ class LoadedBert:
         self.path = resolve_model_path(config.handle)
         self.format = detect_format(self.path)
         self.max_positions = position_limit(self.path)
+        self.vocab_rows = vocab_limit(self.path)
         # hub.load picks graph tags set() for TF1 Hub modules: the inference graph.
         self._model = hub.load(self.path)
-        self._signature_fn = None
-        self._tensor_names: dict[str, str] = {}
-        self._dtypes: dict[str, tf.DType] = {}
-        signatures = getattr(self._model, "signatures", {})
-        if config.signature:
-            self.entry = config.signature
-        elif self.format == TF1_HUB:
-            self.entry = "tokens"
-        elif self._is_tf2_bert():
-            self.entry = "__call__"
-        elif "serving_default" in signatures:
-            self.entry = "serving_default"
-        else:
+        try:
+            self.convention = find_call_convention(
+                self._model, self.format == TF1_HUB, config.signature, config.tensor_names)
+        except CallMismatch as mismatch:
             raise ModelError(
-                f"{config.handle} is neither a TF1 Hub BERT module nor a TF2 BERT encoder "
-                "(callable with a dict of input_word_ids, input_mask, input_type_ids) and has no "
-                "serving_default signature. Choose one with --signature. Its signatures:\n"
-                + _describe_signatures(signatures)
-            )
-        if self.entry != "__call__":
-            if self.entry not in signatures:
-                raise ModelError(
-                    f"{config.handle} has no signature {self.entry!r}. Its signatures:\n"
-                    + _describe_signatures(signatures)
-                )
-            self._bind_signature(signatures[self.entry], self.entry)
+                f"{config.handle} has no signature or function that takes BERT's int inputs "
+                f"({mismatch}). Choose one with --signature and map its tensors with "
+                "--signature_tensors. Its callables:\n" + self.describe_callables()
+            ) from mismatch
+        self._dtypes = {item.key: tf.as_dtype(item.dtype) for item in self.convention.inputs}
         # XLA compiles the whole call once per input shape; length buckets keep shapes few.
         self._invoke = tf.function(self._call_model, jit_compile=True) if config.jit_compile \
             else self._call_model
 
-    def _is_tf2_bert(self) -> bool:
-        return callable(self._model) and hasattr(self._model, "vocab_file")
-
-    def _bind_signature(self, function, name: str) -> None:
-        inputs = function.structured_input_signature[1]
-        outputs = function.structured_outputs
-        mapping: dict[str, str] = {}
-        for key in INPUT_KEYS + OUTPUT_KEYS:
-            available = inputs if key in INPUT_KEYS else outputs
-            chosen = self.config.tensor_names.get(key)
-            if chosen is None:
-                chosen = next((n for n in KNOWN_TENSOR_NAMES[key] if n in available), None)
-            if chosen is None or chosen not in available:
-                if key == "pooled_output" and chosen is None:
-                    continue  # a model without a pooler can still give sequence outputs
-                raise ModelError(
-                    f"Signature {name!r} has no tensor for {key}"
-                    + (f" (asked for {chosen!r})" if chosen else "")
-                    + f". Its inputs are {sorted(inputs)}, its outputs {sorted(outputs)}; "
-                    "map them with --signature_tensors input_ids=...,input_mask=...,segment_ids=...,"
-                    "pooled_output=...,sequence_output=..."
-                )
-            mapping[key] = chosen
-        for key in INPUT_KEYS:
-            spec = inputs[mapping[key]]
-            if not spec.dtype.is_integer:
-                raise ModelError(f"Signature {name!r} input {mapping[key]!r} is {spec.dtype.name}, "
-                                 "not an integer tensor.")
-            self._dtypes[key] = spec.dtype
-        self._signature_fn = function
-        self._tensor_names = mapping
+    @property
+    def entry(self) -> str:
+        return self.convention.entry
 
     @property
-    def has_pooled_output(self) -> bool:
-        return self._signature_fn is None or "pooled_output" in self._tensor_names
+    def output_keys(self) -> tuple[str, ...]:
+        """The outputs the model gives: ``sequence_output``, and ``pooled_output`` if it has one."""
+        return self.convention.output_keys
+
+    def describe_callables(self) -> str:
+        return describe_callables(self._model)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs one padded batch; returns ``pooled_output`` and ``sequence_output`` as numpy."""
+        """Runs one padded batch; returns ``pooled_output`` and ``sequence_output`` as numpy.
+
+        A model with a fixed sequence length gets the batch padded to it (the padding is
+        masked out), and its sequence output cut back to the batch's length.
+        """
         import tensorflow as tf
 
-        inputs = {k: tf.constant(batch[k], self._dtypes.get(k, tf.int32)) for k in INPUT_KEYS}
-        outputs = self._invoke(inputs)
-        return {k: value.numpy().astype(np.float32, copy=False) for k, value in outputs.items()}
+        length = batch["input_ids"].shape[1]
+        fixed = self.convention.fixed_length
+        if fixed is not None and length > fixed:
+            raise ValueError(f"The model takes sequences of exactly {fixed} tokens, not {length}.")
+        pad = [(0, 0), (0, fixed - length)] if fixed is not None and length < fixed else None
+        inputs = {key: tf.constant(np.pad(batch[key], pad) if pad else batch[key], dtype)
+                  for key, dtype in self._dtypes.items()}
+        outputs = {key: value.numpy().astype(np.float32, copy=False)
+                   for key, value in self._invoke(inputs).items()}
+        if pad:
+            outputs[SEQUENCE_OUTPUT] = outputs[SEQUENCE_OUTPUT][:, :length]
+        return outputs
 
     def _call_model(self, inputs: Mapping) -> dict:
         """The model call on tensors, keyed by the pipeline's own tensor names."""
-        if self._signature_fn is None:
-            outputs = self._model({TF2_INPUT_NAMES[k]: inputs[k] for k in INPUT_KEYS}, training=False)
-            return {k: outputs[k] for k in OUTPUT_KEYS}
-        outputs = self._signature_fn(**{self._tensor_names[k]: inputs[k] for k in INPUT_KEYS})
-        return {k: outputs[self._tensor_names[k]] for k in OUTPUT_KEYS if k in self._tensor_names}
+        return self.convention.call(self._model, inputs)
 
-    def tokenizer_source(self) -> tuple[str | None, bool | None]:
-        """The model's own vocab path and lower-casing, where it declares them."""
+    def do_lower_case(self) -> bool | None:
+        """The model's own lower-casing, where it declares it."""
         import tensorflow as tf
 
         if self.format == TF1_HUB and "tokenization_info" in self._model.signatures:
-            info = self._model.signatures["tokenization_info"]()
-            baked = info["vocab_file"].numpy().decode("utf-8")
-            lower = bool(info["do_lower_case"].numpy())
-            return self._resolve_asset(baked), lower
+            return bool(self._model.signatures["tokenization_info"]()["do_lower_case"].numpy())
+        lower = getattr(self._model, "do_lower_case", None)
+        if lower is not None and not isinstance(lower, bool):
+            lower = bool(tf.convert_to_tensor(lower).numpy())
+        return lower
+
+    def vocab_file(self) -> str | None:
+        """The model's own vocab file, resolved as TensorFlow resolves assets; None if it has none.
+
+        Raises ModelError when the model names a vocab file that cannot be found.
+        """
+        import tensorflow as tf
+
+        if self.format == TF1_HUB and "tokenization_info" in self._model.signatures:
+            # The asset the output refers to; TF Hub's exporter leaves only a placeholder in it.
+            asset = signature_output_asset(self.path, "tokenization_info", "vocab_file")
+            if asset is not None and tf.io.gfile.exists(asset):
+                return asset
+            baked = self._model.signatures["tokenization_info"]()["vocab_file"].numpy().decode("utf-8")
+            return self._resolve_baked_path(baked)
         if hasattr(self._model, "vocab_file"):
             vocab = self._model.vocab_file
             path = vocab.asset_path.numpy().decode("utf-8") if hasattr(vocab, "asset_path") else str(vocab)
-            lower = getattr(self._model, "do_lower_case", None)
-            if lower is not None and not isinstance(lower, bool):
-                lower = bool(tf.convert_to_tensor(lower).numpy())
-            return self._resolve_asset(path), lower
+            return self._resolve_baked_path(path)
         fallback = os.path.join(self.path, "assets", "vocab.txt")
-        return (fallback if tf.io.gfile.exists(fallback) else None), None
+        return fallback if tf.io.gfile.exists(fallback) else None
 
-    def _resolve_asset(self, path: str) -> str:
-        """TF1 Hub modules bake the exporter's vocab path; find the file in the module's assets."""
+    def tokenizer_source(self) -> tuple[str | None, bool | None]:
+        """The model's own vocab path and lower-casing, where it declares them."""
+        return self.vocab_file(), self.do_lower_case()
+
+    def _resolve_baked_path(self, path: str) -> str:
+        """A vocab path baked in at export: as it is, else by its base name in the module's assets."""
         import tensorflow as tf
 
         if tf.io.gfile.exists(path):
             return path
         local = os.path.join(self.path, "assets", os.path.basename(path))
-        if tf.io.gfile.exists(local):
+        if path != HUB_ASSET_PLACEHOLDER and tf.io.gfile.exists(local):
             return local
-        raise ModelError(f"The model names vocab file {path!r}, which is neither there nor in "
-                         f"{os.path.join(self.path, 'assets')}. Pass --vocab_file.")
+        raise ModelError(f"The model names vocab file {path!r}, which is neither there nor an asset "
+                         f"of the model in {os.path.join(self.path, 'assets')}. Pass --vocab_file.")
 
     def describe(self) -> str:
-        """One line: the model's format, path and position limit."""
+        """One line: the model's format, path, call and position limit."""
         limit = self.max_positions if self.max_positions is not None else "unknown"
-        return f"{self.format} model at {self.path}, called via {self.entry} (position limit {limit})"
+        return (f"{self.format} model at {self.path}, called as {self.convention.describe()} "
+                f"(position limit {limit})")
