@@ -3,7 +3,9 @@
 Files are matched with Beam's filesystems (local, ``gs://``, ...), decompressed
 by extension, and streamed line by line with a bounded line length, so one
 enormous line cannot exhaust memory. Each line is one record: plain text (one
-document per line, id ``FILE:LINE``) or JSON Lines.
+document per line, id ``FILE:LINE``) or JSON Lines. A file whose first block
+shows a binary format (Parquet, zip, compressed data left compressed, NUL bytes)
+is one rejection instead of lines of garbage.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import contextlib
 import gzip
 import json
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import counters
@@ -33,6 +37,29 @@ COMPRESSIONS = {"auto": CompressionTypes.AUTO, "gzip": CompressionTypes.GZIP,
                 "none": CompressionTypes.UNCOMPRESSED}
 DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
 _CHUNK = 1024 * 1024
+SNIFF_BYTES = 8 * 1024
+_DECOMPRESS_HINT = ("; compressed input is decompressed only when its name ends in .gz, .bz2, .zst, .xz, "
+                    ".lzma or .deflate, or with --compression=gzip")
+# Magic numbers at offset 0, each too specific to open a line of text (bzip2's includes its block
+# magic 1AY&SY). Formats without one (TFRecord, ORC, ...) are left to the NUL-byte check.
+_MAGICS: tuple[tuple[re.Pattern[bytes], str, str], ...] = tuple(
+    (re.compile(pattern), name, hint) for pattern, name, hint in (
+        (rb"PAR1", "Parquet", ""),
+        (rb"Obj\x01", "Avro", ""),
+        (rb"ARROW1\x00\x00", "Arrow IPC", ""),
+        (rb"\x93NUMPY", "NumPy .npy", ""),
+        (rb"\x89HDF\r\n\x1a\n", "HDF5", ""),
+        (rb"SQLite format 3\x00", "SQLite", ""),
+        (rb"PK(?:\x03\x04|\x05\x06)", "zip", "; unzip it first"),
+        (rb"%PDF-", "PDF", ""),
+        (rb"\x89PNG\r\n\x1a\n", "PNG", ""),
+        (rb"\xff\xd8\xff", "JPEG", ""),
+        (rb"\x1f\x8b", "gzip", _DECOMPRESS_HINT),
+        (rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)", "bzip2", _DECOMPRESS_HINT),
+        (rb"\xfd7zXZ\x00", "xz", _DECOMPRESS_HINT),
+        (rb"\x28\xb5\x2f\xfd", "zstd", _DECOMPRESS_HINT),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +72,73 @@ class InputConfig:
     text_b_field: str | None = None
     compression: str = "auto"
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+
+@dataclass(frozen=True)
+class BinaryFormat:
+    """A binary format recognised from a file's first bytes, and how it was recognised."""
+
+    name: str
+    evidence: str
+    hint: str = ""
+
+    @property
+    def reason(self) -> str:
+        """The dead-letter reason for a file in this format."""
+        return (f"binary file ({self.name}, {self.evidence}): not text or JSON Lines; "
+                f"bert-beam reads text and JSON Lines{self.hint}")
+
+
+def _show_magic(magic: bytes) -> str:
+    """``PAR1`` as it reads when printable ASCII, else hex bytes (``1F 8B``)."""
+    if all(0x20 < byte < 0x7F for byte in magic):
+        return magic.decode("ascii")
+    return magic.hex(" ").upper()
+
+
+def sniff_binary_format(head: bytes) -> BinaryFormat | None:
+    """The binary format a file's first bytes (after decompression) show, or None for text.
+
+    A known magic number at offset 0, else a NUL byte in the first ``SNIFF_BYTES``: UTF-8 text and
+    JSON never hold a raw NUL, while binary formats and UTF-16 text almost always do early on.
+    """
+    for pattern, name, hint in _MAGICS:
+        match = pattern.match(head)
+        if match:
+            return BinaryFormat(name, f"magic {_show_magic(match.group())}", hint)
+    if b"\x00" in head[:SNIFF_BYTES]:
+        return BinaryFormat("unknown format", f"NUL bytes in the first {SNIFF_BYTES // 1024} KiB",
+                            "; UTF-16 or UTF-32 text must be converted to UTF-8")
+    return None
+
+
+def sniff_file(path: str, compression: str = "auto") -> BinaryFormat | None:
+    """The binary format of ``path`` decompressed as the pipeline reads it, or None; reads one block."""
+    with _open_decompressed(path, compression) as handle:
+        return sniff_binary_format(_read_head(handle))
+
+
+def binary_inputs_error(paths: Sequence[str], compression: str = "auto") -> str | None:
+    """A one-sentence error when every one of ``paths`` is a binary file, else None.
+
+    Sniffs files in order and stops at the first that is not binary, so a text input costs one
+    block; a file that cannot even be opened counts as not binary (the run dead-letters it).
+    """
+    first: BinaryFormat | None = None
+    for path in paths:
+        try:
+            detected = sniff_file(path, compression)
+        except Exception:  # filesystems and decompressors raise their own types; the run reports them
+            return None
+        if detected is None:
+            return None
+        first = first or detected
+    if first is None:
+        return None
+    what = f"{first.name}, {first.evidence}"
+    subject = (f"--input {paths[0]!r} is a binary file ({what})" if len(paths) == 1 else
+               f"All {len(paths)} files --input matches are binary ({paths[0]!r}: {what})")
+    return f"{subject}, not text or JSON Lines{first.hint}."
 
 
 def format_for_path(path: str, explicit: str | None) -> str:
@@ -85,13 +179,14 @@ def parse_record(raw: bytes, source: str, path: str, config: InputConfig) -> Doc
         missing = config.text_field not in record
         return reject(f"field {config.text_field!r} is " + ("missing" if missing else
                       f"a {type(text).__name__}, not a string"))
-    if not text.strip():
-        return reject(f"field {config.text_field!r} is empty")
-    text_b = None
-    if config.text_b_field:
-        text_b = record.get(config.text_b_field)
-        if text_b is not None and not isinstance(text_b, str):
-            return reject(f"field {config.text_b_field!r} is a {type(text_b).__name__}, not a string")
+    text_b = record.get(config.text_b_field) if config.text_b_field else None
+    if text_b is not None and not isinstance(text_b, str):
+        return reject(f"field {config.text_b_field!r} is a {type(text_b).__name__}, not a string")
+    # google-research/bert's convert_single_example takes an empty text_a beside a text_b:
+    # [CLS] [SEP] B [SEP].
+    if not text.strip() and not (text_b or "").strip():
+        return reject(f"field {config.text_field!r} is empty" + (
+            f" and so is {config.text_b_field!r}" if config.text_b_field else ""))
     doc_id = record.get(config.id_field, source)
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
         return reject(f"field {config.id_field!r} is a {type(doc_id).__name__}, not a string or integer")
@@ -99,7 +194,7 @@ def parse_record(raw: bytes, source: str, path: str, config: InputConfig) -> Doc
 
 
 class _ReadRecords(beam.DoFn):
-    """Streams one matched file as numbered raw lines, bounded in length."""
+    """Streams one matched file as numbered raw lines, bounded in length; a binary file is one rejection."""
 
     def __init__(self, config: InputConfig) -> None:
         self._config = config
@@ -111,8 +206,16 @@ class _ReadRecords(beam.DoFn):
         self._files.inc()
         line_number = 0
         try:
-            with _open_decompressed(readable, self._config.compression) as handle:
-                for line_number, raw, oversize in _bounded_lines(handle, self._config.max_record_bytes):
+            with _open_decompressed(path, self._config.compression) as handle:
+                head = _read_head(handle)
+                detected = sniff_binary_format(head)
+                if detected:
+                    self._read.inc()
+                    yield beam.pvalue.TaggedOutput(REJECTED_TAG, Rejected(
+                        f"{path}:1", "", detected.reason, "read"))
+                    return
+                chunks = _read_chunks(handle, head)
+                for line_number, raw, oversize in _bounded_lines(chunks, self._config.max_record_bytes):
                     self._read.inc()
                     source = f"{path}:{line_number}"
                     if oversize:
@@ -134,40 +237,55 @@ class _ReadRecords(beam.DoFn):
 
 
 @contextlib.contextmanager
-def _open_decompressed(readable: fileio.ReadableFile, compression: str):
-    """Opens a matched file decompressed; gzip and bzip2 through Python's own readers.
+def _open_decompressed(path: str, compression: str):
+    """Opens a file decompressed; gzip and bzip2 through Python's own readers.
 
     Python's gzip and bz2 readers raise EOFError on a truncated stream, where
     Beam's CompressedFile ends quietly and would pass a cut-off last record as whole.
     """
-    path = readable.metadata.path
     kind = compression
     if kind == "auto":
         kind = "gzip" if path.endswith(".gz") else "bzip2" if path.endswith(".bz2") else "auto"
     if kind not in ("gzip", "bzip2"):
-        with readable.open(compression_type=COMPRESSIONS[compression]) as handle:
+        with FileSystems.open(path, compression_type=COMPRESSIONS[compression]) as handle:
             yield handle
         return
     with (
-        readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as raw,
+        FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw,
         gzip.GzipFile(fileobj=raw) if kind == "gzip" else bz2.BZ2File(raw) as handle,
     ):
         yield handle
 
 
-def _bounded_lines(handle, limit: int) -> Iterator[tuple[int, bytes, bool]]:
-    """Yields ``(line_number, raw, oversize)`` from any file object with ``read(n)``.
+def _read_head(handle, size: int = SNIFF_BYTES) -> bytes:
+    """The first ``size`` bytes of a file object (fewer at its end); decompressors may return short reads."""
+    head = b""
+    while len(head) < size:
+        block = handle.read(size - len(head))
+        if not block:
+            break
+        head += block
+    return head
 
-    Reads in chunks and never holds more than ``limit`` bytes of one line: an
+
+def _read_chunks(handle, head: bytes = b"") -> Iterator[bytes]:
+    """``head`` (bytes already read from ``handle``), then the rest of ``handle`` in chunks."""
+    if head:
+        yield head
+    while chunk := handle.read(_CHUNK):
+        yield chunk
+
+
+def _bounded_lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes, bool]]:
+    """Yields ``(line_number, raw, oversize)`` from a file's bytes, chunk by chunk.
+
+    Never holds more than ``limit`` bytes of one line (plus a chunk): an
     oversize line yields only its first bytes, the rest is skipped.
     """
     line_number = 0
     pending = b""
     skipping = False
-    while True:
-        chunk = handle.read(_CHUNK)
-        if not chunk:
-            break
+    for chunk in chunks:
         pending += chunk
         start = 0
         while True:

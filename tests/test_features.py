@@ -142,6 +142,32 @@ def test_text_b_without_wordpieces_gives_a_single_input(tokenizers, text_b):
         _assert_same_as_original(tokenizers, "the dog is hairy.", text_b, max_seq_length)
 
 
+@pytest.mark.parametrize("text_a", _EMPTY_TEXT_BS)
+@pytest.mark.parametrize("max_seq_length", [3, 4, 5, 16])
+def test_pair_whose_first_text_has_no_wordpieces_matches_original(tokenizers, text_a, max_seq_length):
+    for text_b in ("the dog is hairy.", _letters_text(30), *_EMPTY_TEXT_BS):
+        _assert_same_as_original(tokenizers, text_a, text_b, max_seq_length)
+
+
+def test_pair_whose_first_text_has_no_wordpieces_is_cls_sep_b_sep(tokenizer):
+    [features] = _features(tokenizer, "", "the dog", max_seq_length=16)
+    assert features.input_ids.tolist() == tokenizer.convert_tokens_to_ids(
+        ["[CLS]", "[SEP]", "the", "dog", "[SEP]"])
+    assert features.segment_ids.tolist() == [0, 0, 1, 1, 1]
+    assert not features.truncated
+    [truncated] = _features(tokenizer, "\u200b", "a b c d", max_seq_length=5)
+    assert truncated.input_ids.tolist() == tokenizer.convert_tokens_to_ids(
+        ["[CLS]", "[SEP]", "a", "b", "[SEP]"])
+    assert truncated.segment_ids.tolist() == [0, 0, 1, 1, 1] and truncated.truncated
+
+
+def test_pair_without_wordpieces_in_either_text_is_cls_sep(tokenizer):
+    for text_b in ("", " ", "\u200b\x00"):
+        [features] = _features(tokenizer, " ", text_b, max_seq_length=16)
+        assert features.input_ids.tolist() == [tokenizer.cls_id, tokenizer.sep_id]
+        assert features.sequence_length == 2  # what the Tokenize step rejects
+
+
 def test_pair_fitting_exactly_is_not_truncated(tokenizer):
     [features] = _features(tokenizer, "a b c", "a b", max_seq_length=8)
     expected = tokenizer.convert_tokens_to_ids(["[CLS]", "a", "b", "c", "[SEP]", "a", "b", "[SEP]"])

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
+import lzma
 import os
+import zipfile
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from helpers import dead_letters, run_pipeline
+from helpers import dead_letters, run_pipeline, write_jsonl
+from reference_bert import original_convert_single_example, original_full_tokenizer
 
 from pipeline.reader import read_embeddings
-from pipeline.sources import InputConfig, _bounded_lines, format_for_path, parse_record
+from pipeline.sources import (
+    SNIFF_BYTES,
+    InputConfig,
+    _bounded_lines,
+    _read_chunks,
+    _read_head,
+    binary_inputs_error,
+    format_for_path,
+    parse_record,
+    sniff_binary_format,
+    sniff_file,
+)
 from transforms.records import Document, Rejected
 
 JSONL = InputConfig(input_format="jsonl")
@@ -46,9 +63,17 @@ def test_a_record_without_an_id_is_named_by_its_location():
 
 def test_bounded_lines_cut_an_oversize_line_without_holding_it():
     data = b"short\n" + b"x" * 5000 + b"\nafter\nlast"
-    lines = list(_bounded_lines(io.BytesIO(data), 100))
+    lines = list(_bounded_lines([data], 100))
     assert [(n, oversize) for n, _, oversize in lines] == [(1, False), (2, True), (3, False), (4, False)]
     assert len(lines[1][1]) <= 1000 and lines[2][1] == b"after\n" and lines[3][1] == b"last"
+
+
+@pytest.mark.parametrize("head_size", [0, 1, 5, 6, 7, 100])
+def test_lines_after_a_peeked_head_are_the_lines_of_the_whole_file(head_size):
+    data = b"short\n" + b"x" * 50 + b"\nafter\nlast"
+    handle = io.BytesIO(data)
+    head = _read_head(handle, head_size)
+    assert list(_bounded_lines(_read_chunks(handle, head), 20)) == list(_bounded_lines([data], 20))
 
 
 def test_hostile_files_complete_and_account_for_every_record(tmp_path, tf1_module):
@@ -97,3 +122,138 @@ def test_dead_letters_keep_only_a_configurable_excerpt(tmp_path, tf1_module):
         (letter,) = dead_letters(str(tmp_path / f"out{chars}" / "dead_letter" / "emb"))
         assert letter["raw"].startswith(expected) and len(letter["raw"]) < 60
         assert letter["source"].endswith("docs.jsonl:1")
+
+
+def _parquet_bytes(tmp_path) -> bytes:
+    path = tmp_path / "table.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["the dog", "a cat"]}), path)
+    return path.read_bytes()
+
+
+def _zip_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("docs.txt", "the dog\na cat\n")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("make, name, evidence", [
+    (_parquet_bytes, "Parquet", "magic PAR1"),
+    (lambda _: _zip_bytes(), "zip", "magic 50 4B 03 04"),
+    (lambda _: gzip.compress(b"the dog\n"), "gzip", "magic 1F 8B"),
+    (lambda _: bz2.compress(b"the dog\n"), "bzip2", "magic BZh91AY&SY"),
+    (lambda _: bz2.compress(b""), "bzip2", "magic 42 5A 68 39 17"),
+    (lambda _: lzma.compress(b"the dog\n"), "xz", "magic FD 37 7A 58 5A 00"),
+    (lambda _: b"\x28\xb5\x2f\xfd" + bytes(20), "zstd", "magic 28 B5 2F FD"),
+    (lambda _: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "PDF", "magic %PDF-"),
+    (lambda _: "the dog\n".encode("utf-16"), "unknown format", "NUL bytes in the first 8 KiB"),
+    (lambda _: b"a" * (SNIFF_BYTES - 1) + b"\x00", "unknown format", "NUL bytes"),
+])
+def test_binary_formats_are_named_by_their_first_bytes(tmp_path, make, name, evidence):
+    detected = sniff_binary_format(make(tmp_path)[:SNIFF_BYTES])
+    assert detected is not None and detected.name == name and detected.evidence.startswith(evidence)
+    assert detected.reason.startswith(f"binary file ({name}, ")
+    assert "bert-beam reads text and JSON Lines" in detected.reason
+
+
+@pytest.mark.parametrize("head", [
+    b"", b"the dog is hairy\n", b'{"id": 1, "text": "PAR1 is a magic"}\n', b"PAR", b"PK is a name\n",
+    b"BZh9 is not bzip2\n", b"\xef\xbb\xbfthe dog\r\n", "caf\u00e9 \u6771\u4eac \U0001f436\n".encode(),
+    b"\xc3\x28 invalid UTF-8 is still text, rejected line by line\n",
+    b"a" * SNIFF_BYTES + b"\x00",
+])
+def test_text_is_not_taken_for_binary(head):
+    assert sniff_binary_format(head) is None
+
+
+def test_files_are_sniffed_after_the_decompression_the_run_applies(tmp_path):
+    packed = tmp_path / "docs.txt"
+    packed.write_bytes(gzip.compress(b"the dog\n"))
+    assert sniff_file(str(packed), "none").name == "gzip"
+    assert sniff_file(str(packed), "gzip") is None
+    parquet_gz = tmp_path / "table.parquet.gz"
+    parquet_gz.write_bytes(gzip.compress(_parquet_bytes(tmp_path)))
+    assert sniff_file(str(parquet_gz)).name == "Parquet"
+    text_bz2 = tmp_path / "docs.txt.bz2"
+    text_bz2.write_bytes(bz2.compress(b"the dog\n"))
+    assert sniff_file(str(text_bz2)) is None
+
+
+def test_only_binary_inputs_are_a_configuration_error(tmp_path):
+    parquet, archive, text = tmp_path / "t.parquet", tmp_path / "a.zip", tmp_path / "docs.txt"
+    parquet.write_bytes(_parquet_bytes(tmp_path))
+    archive.write_bytes(_zip_bytes())
+    text.write_text("the dog\n")
+    message = binary_inputs_error([str(parquet)])
+    assert message == (f"--input {str(parquet)!r} is a binary file (Parquet, magic PAR1), "
+                       "not text or JSON Lines.")
+    message = binary_inputs_error([str(parquet), str(archive)])
+    assert message.startswith(f"All 2 files --input matches are binary ({str(parquet)!r}: Parquet")
+    assert message.endswith("not text or JSON Lines.") and "\n" not in message
+    assert binary_inputs_error([str(parquet), str(text), str(archive)]) is None
+    assert binary_inputs_error([str(tmp_path / "missing.txt")]) is None
+    assert binary_inputs_error([]) is None
+    packed = tmp_path / "packed.txt"
+    packed.write_bytes(gzip.compress(b"the dog\n"))
+    assert "--compression=gzip" in binary_inputs_error([str(packed)], "none")
+    assert binary_inputs_error([str(packed)], "gzip") is None
+
+
+def test_each_binary_file_is_one_dead_letter_beside_embedded_text(tmp_path, tf1_module):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.txt").write_bytes(b"the dog is hairy\na quick brown fox\n")
+    (folder / "table.parquet").write_bytes(_parquet_bytes(tmp_path))
+    (folder / "archive.zip").write_bytes(_zip_bytes())
+    (folder / "nul.txt").write_bytes(b"the dog\n\x00\x01\x02binary\na cat\n")
+    (folder / "packed.txt").write_bytes(gzip.compress(b"the dog\na cat\n" * 100))
+    prefix = str(tmp_path / "out" / "emb")
+    summary = run_pipeline(str(folder / "*"), prefix, tf1_module, "--compression=none", "--outputs=pooled")
+    records = list(read_embeddings(prefix))
+    assert sorted(r.id for r in records) == [f"{folder}/good.txt:1", f"{folder}/good.txt:2"]
+    letters = dead_letters(str(tmp_path / "out" / "dead_letter" / "emb"))
+    reasons = {os.path.basename(d["source"]): d["reason"] for d in letters}
+    assert sorted(reasons) == ["archive.zip:1", "nul.txt:1", "packed.txt:1", "table.parquet:1"]
+    assert reasons["table.parquet:1"] == ("binary file (Parquet, magic PAR1): not text or JSON Lines; "
+                                          "bert-beam reads text and JSON Lines")
+    assert reasons["archive.zip:1"].startswith("binary file (zip, magic 50 4B 03 04)")
+    assert reasons["nul.txt:1"].startswith("binary file (unknown format, NUL bytes in the first 8 KiB)")
+    assert reasons["packed.txt:1"].startswith("binary file (gzip, magic 1F 8B)")
+    assert all(d["stage"] == "read" and d["raw"] == "" for d in letters)
+    assert summary["documents_read"] == 2 + 4
+    assert (summary["documents_embedded"], summary["documents_rejected"]) == (2, 4)
+    assert summary.accounted
+
+
+def test_a_pair_whose_first_text_is_empty_is_embedded_as_the_original_builds_it(
+    tmp_path, tf1_module, vocab_lines
+):
+    docs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"id": "empty-a", "text": "", "text_b": "the quick brown fox"},
+        {"id": "blank-a", "text": " \t", "text_b": "a lazy dog"},
+        {"id": "empty-b", "text": "the dog", "text_b": ""},
+        {"id": "both-empty", "text": "", "text_b": " "},
+        {"id": "no-wordpieces", "text": "", "text_b": "\u200b\u0001"},
+    ])
+    prefix = str(tmp_path / "out" / "emb")
+    summary = run_pipeline(str(docs), prefix, tf1_module, "--text_b_field=text_b", "--outputs=pooled",
+                           "--max_seq_length=16")
+    records = {r.id: r for r in read_embeddings(prefix)}
+    assert sorted(records) == ["blank-a", "empty-a", "empty-b"]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(vocab_lines) + "\n", encoding="utf-8")
+    original = original_full_tokenizer(str(vocab), do_lower_case=True)
+    for text_a, text_b, doc_id in (("", "the quick brown fox", "empty-a"), (" \t", "a lazy dog", "blank-a"),
+                                   ("the dog", "", "empty-b")):
+        expected = original_convert_single_example(original, text_a, text_b, 16)
+        length = sum(expected.input_mask)
+        assert records[doc_id].input_ids.tolist() == expected.input_ids[:length]
+        assert records[doc_id].segment_ids.tolist() == expected.segment_ids[:length]
+        assert records[doc_id].pooled_output.shape == (32,)
+    assert records["empty-a"].segment_ids.tolist()[:3] == [0, 0, 1]
+    assert not records["empty-b"].segment_ids.any()
+    letters = dead_letters(str(tmp_path / "out" / "dead_letter" / "emb"))
+    letters = {letter["source"].rsplit(":", 1)[1]: letter for letter in letters}
+    assert letters["4"]["reason"] == "field 'text' is empty and so is 'text_b'"
+    assert letters["5"]["reason"].startswith("text and text_b have no wordpieces")
+    assert summary.accounted and summary["documents_read"] == 5

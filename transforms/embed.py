@@ -26,7 +26,7 @@ class TokenizerConfig:
 
 
 class _TokenizeDocument(beam.DoFn):
-    """Document → Features (one per window); a document without wordpieces is rejected."""
+    """Document → Features (one per window); a document without wordpieces in either text is rejected."""
 
     def __init__(self, tokenizer: TokenizerConfig, features: FeatureConfig) -> None:
         self._tokenizer_config = tokenizer
@@ -49,9 +49,10 @@ class _TokenizeDocument(beam.DoFn):
                 document.source, excerpt(document.text), f"tokenization failed: {error}", "tokenize"))
             return
         if features[0].sequence_length == 2:
+            subject = "text and text_b have" if document.text_b else "text has"
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, Rejected(
-                document.source, excerpt(document.text),
-                "text has no wordpieces after BERT's cleaning (only control or whitespace characters)",
+                document.source, excerpt(document.text or document.text_b or ""),
+                f"{subject} no wordpieces after BERT's cleaning (only control or whitespace characters)",
                 "tokenize"))
             return
         if features[0].truncated:

@@ -102,7 +102,8 @@ def document_features(
 
     Pairs (``text_b``) are always truncated longest-first like the original's
     ``_truncate_seq_pair``; windows apply to single texts. As in the original,
-    a ``text_b`` with no wordpieces makes a single-text input.
+    a ``text_b`` with no wordpieces makes a single-text input, and a text with
+    none beside a ``text_b`` with some makes ``[CLS] [SEP] B [SEP]``.
     """
     tokens_a = tokenizer.tokenize_to_ids(document.text)
     tokens_b = tokenizer.tokenize_to_ids(document.text_b) if document.text_b else []
