@@ -317,3 +317,24 @@ def test_pairs_in_window_mode_are_truncated_like_the_original(tokenizers):
     expected = original_convert_single_example(original, text_a, text_b, 16)
     assert padded["input_ids"][0].tolist() == expected.input_ids
     assert padded["segment_ids"][0].tolist() == expected.segment_ids
+
+
+@pytest.mark.parametrize("max_seq_length", [8, 16, 64])
+def test_long_texts_tokenized_by_prefix_give_the_originals_features(tokenizers, max_seq_length):
+    """Texts far longer than a record: only their prefix is tokenized, the features stay the original's."""
+    project, original = tokenizers
+    corpus = _corpus_texts()
+    long_texts = [" ".join(corpus), "".join(corpus), " ".join(corpus[::-1]) * 3]
+    config = FeatureConfig(max_seq_length=max_seq_length, long_document=TRUNCATE)
+    for text_a, text_b in [(t, None) for t in long_texts] + [(long_texts[0], long_texts[1]),
+                                                             ("short one", long_texts[2])]:
+        (features,) = document_features(Document("d", text_a, "d", text_b), project, config)
+        want = original_convert_single_example(original, text_a, text_b, max_seq_length)
+        n = features.sequence_length
+        assert list(features.input_ids) == want.input_ids[:n] and want.input_mask[n:] == [0] * (
+            max_seq_length - n)
+        assert list(features.segment_ids) == want.segment_ids[:n]
+        full_a = len(project.tokenize_to_ids(text_a))
+        full_b = len(project.tokenize_to_ids(text_b)) if text_b else 0
+        capacity = max_seq_length - (3 if text_b else 2)
+        assert features.truncated == (full_a + full_b > capacity)

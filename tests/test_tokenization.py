@@ -385,3 +385,67 @@ def test_wordpiece_split_matches_original(word):
     expected = original.tokenize(word)
     assert project.tokenize_word(word) == expected
     assert project.word_ids(word) == [vocab[piece] for piece in expected]
+
+
+# Texts where a cut in the wrong place would change the wordpieces before it: runs of CJK,
+# punctuation and combining marks, every whitespace kind, control characters, and a final sigma
+# before a full stop (str.lower looks across punctuation).
+_PREFIX_PIECES = (
+    "the", "running", "unaffable", "東京大学中文", "。、", "!!!...???", "e\u0301\u0301", "\u0301",
+    "ΟΔΟΣ.Α", "ΑΣ", " ", "\t", "\n", "\r", "\u00a0", "\u3000", "\u2028", "\u200b", "\x00", "\x1f",
+    "\ufffd", "ǅ", "ß", "İ", "a" * 250, "x-y_z",
+)
+
+
+def _prefix_cases() -> list[str]:
+    rng = random.Random(14)
+    corpus = " ".join(text for _, text in EDGE_CASES + GENERATED_CASES)
+    generated = ["".join(rng.choice(_PREFIX_PIECES) for _ in range(rng.randint(50, 400))) for _ in range(30)]
+    return [corpus, *generated]
+
+
+def _assert_prefix_exact(project, original, text: str, limit: int) -> None:
+    want = original.convert_tokens_to_ids(original.tokenize(text))
+    got = project.tokenize_prefix_to_ids(text, limit)
+    assert got == want[: len(got)], f"limit={limit} text={text[:80]!r}"
+    assert (len(got) > limit) == (len(want) > limit), f"limit={limit}"
+    if len(want) <= limit:
+        assert got == want
+
+
+@pytest.mark.parametrize("limit", [0, 1, 2, 3, 5, 8, 13, 40, 126, 510, 5000])
+def test_prefix_tokenization_is_a_prefix_of_the_originals_and_knows_it_truncated(tokenizers, limit):
+    project, original = tokenizers
+    for text in _prefix_cases():
+        _assert_prefix_exact(project, original, text, limit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_PREFIX_PIECES) | st.text(max_size=5), max_size=120),
+       limit=st.integers(0, 60))
+def test_prefix_tokenization_of_arbitrary_runs_is_exact(tokenizers, pieces, limit):
+    project, original = tokenizers
+    _assert_prefix_exact(project, original, "".join(pieces), limit)
+
+
+def test_prefix_tokenization_reads_only_about_what_it_keeps(vocab_path, monkeypatch):
+    project = FullTokenizer(read_vocab_file(str(vocab_path)), do_lower_case=True)
+    seen: list[int] = []
+    whole = project.tokenize_to_ids
+    monkeypatch.setattr(project, "tokenize_to_ids", lambda text: seen.append(len(text)) or whole(text))
+    text = "the running dog " * 50_000
+    ids = project.tokenize_prefix_to_ids(text, 126)
+    assert len(ids) > 126 and max(seen) < 20_000
+
+
+@pytest.mark.parametrize("do_lower_case", [True, False], ids=["uncased", "cased"])
+def test_prefix_tokenization_never_cuts_where_lower_casing_looks_across(tmp_path, do_lower_case):
+    """'ΑΣ.Α'.lower() is 'ασ.α' but 'ΑΣ'.lower() is 'ας': a cut at the full stop would change a word."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "ασ", "ας", "α", ".", "ΑΣ", "Α", "x"]
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    project = FullTokenizer(vocab, do_lower_case=do_lower_case)
+    original = original_full_tokenizer(str(path), do_lower_case=do_lower_case)
+    for text in ("ΑΣ.Α" * 40, "x " * 30 + "ΑΣ.Α" * 40, "ΑΣ" + "." * 300 + "Α"):
+        for limit in range(0, 12):
+            _assert_prefix_exact(project, original, text, limit)

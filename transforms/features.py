@@ -105,8 +105,16 @@ def document_features(
     a ``text_b`` with no wordpieces makes a single-text input, and a text with
     none beside a ``text_b`` with some makes ``[CLS] [SEP] B [SEP]``.
     """
-    tokens_a = tokenizer.tokenize_to_ids(document.text)
-    tokens_b = tokenizer.tokenize_to_ids(document.text_b) if document.text_b else []
+    # Only as much of each text is tokenized as the record holds, plus a wordpiece that tells
+    # whether it was truncated; a pair's truncation needs no more than max_seq_length - 3 of each.
+    pair_capacity = config.max_seq_length - 3
+    tokens_b = tokenizer.tokenize_prefix_to_ids(document.text_b, pair_capacity) if document.text_b else []
+    if tokens_b:
+        tokens_a = tokenizer.tokenize_prefix_to_ids(document.text, pair_capacity)
+    elif config.long_document == TRUNCATE:
+        tokens_a = tokenizer.tokenize_prefix_to_ids(document.text, config.window_capacity)
+    else:
+        tokens_a = tokenizer.tokenize_to_ids(document.text)
     if tokens_b:
         truncated = len(tokens_a) + len(tokens_b) > config.max_seq_length - 3
         truncate_seq_pair(tokens_a, tokens_b, config.max_seq_length - 3)

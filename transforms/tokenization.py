@@ -24,6 +24,8 @@ CLS_TOKEN = "[CLS]"
 SEP_TOKEN = "[SEP]"
 MAX_INPUT_CHARS_PER_WORD = 200
 _WORD_CACHE_LIMIT = 200_000
+# The first guess of how much text holds a given number of wordpieces; a miss doubles it.
+_PREFIX_CHARS_PER_WORDPIECE = 8
 
 
 def load_vocab_lines(lines: Iterable[str]) -> dict[str, int]:
@@ -182,6 +184,21 @@ def _pick(patterns: tuple[re.Pattern[str], re.Pattern[str]], text: str) -> re.Pa
     """The BMP-only form of a rule where ``text`` has no astral character, else the full one."""
     full, bmp = patterns
     return full if _ASTRAL.search(text) else bmp
+
+
+@functools.cache
+def _word_boundary() -> re.Pattern[str]:
+    """Characters before which the original always starts a new whitespace token.
+
+    BERT whitespace (converted to a space by ``_clean_text``) and CJK ideographs (spaced by
+    ``_tokenize_chinese_chars``). Everything else the original does acts per character or
+    per whitespace token, so text cut before one of these tokenizes to a prefix of the
+    whole text's wordpieces. Punctuation is not such a place: ``str.lower`` looks across it
+    (a final sigma before a full stop), so a cut there could change the word before it.
+    """
+    whitespace = [code for code in range(0x3001) if _is_whitespace(chr(code))]
+    chinese = [code for code in range(sys.maxunicode + 1) if _is_chinese_char(code)]
+    return re.compile(f"[{_character_class(sorted(whitespace + chinese))}]")
 
 
 class BasicTokenizer:
@@ -369,6 +386,25 @@ class FullTokenizer:
                 cache[token] = token_ids
             extend(token_ids)
         return ids
+
+    def tokenize_prefix_to_ids(self, text: str, limit: int) -> list[int]:
+        """The first wordpiece ids of ``text``, tokenizing only about as much text as needed.
+
+        All of them when the text has at most ``limit``; otherwise more than ``limit``, which
+        are the first ids of the whole text's (so the caller knows it truncates). The text is
+        cut only where the original starts a new whitespace token (``_word_boundary``).
+        """
+        chars = (limit + 1) * _PREFIX_CHARS_PER_WORDPIECE
+        boundary = _word_boundary()
+        while chars < len(text):
+            found = boundary.search(text, chars)
+            if found is None:
+                break
+            ids = self.tokenize_to_ids(text[: found.start()])
+            if len(ids) > limit:
+                return ids
+            chars = 2 * found.start() + 1
+        return self.tokenize_to_ids(text)
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
         return [self.vocab[token] for token in tokens]
