@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # This machine keeps the CPU wheel of torch 2.13.0 on disk; PyPI has only CUDA builds.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
-.PHONY: install test lint demo lock clean
+.PHONY: install test test-worker-env lint demo lock clean
 
 install: $(STAMP)
 
@@ -21,7 +21,11 @@ $(STAMP): requirements.lock requirements.in setup.py
 
 test: install
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m pytest -n 2 $(PYTEST_ARGS) tests
+	$(PYTHON) -m pytest -n 2 -m "not worker_env" $(PYTEST_ARGS) tests
+
+# The worker image's runtime environment, rebuilt in a venv cached under .cache/ (about 2 min the first time).
+test-worker-env: install
+	$(PYTHON) -m pytest -m worker_env tests/test_worker_env.py
 
 lint: install
 	$(PYTHON) -m ruff check .

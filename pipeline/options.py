@@ -103,11 +103,15 @@ class BertBeamOptions(PipelineOptions):
         group.add_argument("--num_shards", type=int, default=0,
                            help="Output shards; 0 lets the runner decide.")
         group.add_argument("--signature", default=None,
-                           help="SavedModel signature to call (default: tokens for TF1 Hub modules, "
-                           "the TF2 BERT call, else serving_default).")
+                           help="SavedModel signature or traced function to call (default: tokens for "
+                           "TF1 Hub modules, else the first of __call__, serving_default, serve that "
+                           "takes BERT's inputs).")
         group.add_argument("--signature_tensors", default=None,
                            help="Map pipeline tensors to signature tensors: "
                            "input_ids=X,input_mask=Y,segment_ids=Z,pooled_output=P,sequence_output=S.")
+        group.add_argument("--allow_model_ops", default=None,
+                           help="Comma-separated TensorFlow operations to accept in the model's graphs "
+                           "beyond those a BERT needs (e.g. WriteFile); only for a model you trust.")
         group.add_argument("--batch_size", type=positive_int, default=32,
                            help="Largest number of sequences per model call.")
         group.add_argument("--max_batch_tokens", type=positive_int, default=16384,
@@ -181,14 +185,35 @@ def all_options_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def valued_booleans(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """Boolean flags that need a value: Beam's (``--dry_run``, TestOptions), unlike bert-beam's own."""
+    return frozenset(flag for action in parser._actions
+                     if action.nargs is None and isinstance(action.default, bool)
+                     for flag in action.option_strings)
+
+
+def spell_out_bare_booleans(argv: Sequence[str], flags: frozenset[str]) -> list[str]:
+    """``--dry_run`` alone, last or before another flag, becomes ``--dry_run=true``.
+
+    Beam defines it with a required value and re-parses the flags itself (``get_all_options``),
+    so the bare form is spelled out before any parser sees it; ``--dry_run false`` is left as is.
+    """
+    argv = list(argv)
+    following = [*argv[1:], None]
+    return [f"{arg}=true" if arg in flags and (after is None or after.startswith("-")) else arg
+            for arg, after in zip(argv, following, strict=True)]
+
+
 def parse_pipeline_options(argv: Sequence[str]) -> PipelineOptions:
     """Parses the command line; ``--help`` prints every flag, an unknown flag is an error.
 
     Beam itself only warns about flags it does not know; a typo such as
     ``--max_seq_lenght`` would then silently run with the default.
     """
-    _, unknown = all_options_parser().parse_known_args(list(argv))
+    parser = all_options_parser()
+    argv = spell_out_bare_booleans(argv, valued_booleans(parser))
+    _, unknown = parser.parse_known_args(argv)
     flags = [arg for arg in unknown if arg.startswith("-")]
     if flags:
         raise ConfigurationError(f"Unknown flag(s): {' '.join(flags)}. See --help.")
-    return PipelineOptions(list(argv))
+    return PipelineOptions(argv)

@@ -9,7 +9,6 @@ misconfigured job fails in seconds with a sentence, not after hours.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -134,7 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return convert.main(argv[1:])
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("apache_beam.typehints").setLevel(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     try:
         run(argv)
     except ConfigurationError as error:

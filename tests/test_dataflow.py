@@ -251,6 +251,28 @@ def test_dry_run_is_beams_flag_typed():
         dry_run_requested(resolve_dataflow_options(["--input=x", "--output=y", "--dry_run=maybe"]))
 
 
+def test_a_bare_dry_run_means_true_as_bert_beams_own_booleans_do():
+    for flags, expected in ((["--dry_run"], True), (["--dry_run", "--num_shards=2"], True),
+                            (["--dry_run", "true"], True), (["--dry_run", "false"], False)):
+        options = resolve_dataflow_options(["--input=x", "--output=y", *flags])
+        assert dry_run_requested(options) is expected, flags
+        assert options.view_as(TestOptions).dry_run is expected, flags
+
+
+@pytest.mark.parametrize("flags", [["--dry_run"], ["--dry_run", "--max_seq_length=16"]],
+                         ids=["last", "before-another-flag"])
+def test_a_bare_dry_run_runs_nothing_and_exits_0(flags, tmp_path, tf1_module, monkeypatch, capsys):
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"id": "1", "text": "the dog"}])
+    monkeypatch.setattr(beam.Pipeline, "run", lambda self, *a, **k: pytest.fail("a dry run ran the pipeline"))
+    status = main([f"--input={docs}", f"--output={tmp_path}/out/emb", f"--model={tf1_module}", *flags])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert out.startswith("bert-beam: dry run; validated, nothing was run or submitted.\n")
+    assert "  --dry_run=True\n" in out
+    assert ("  --max_seq_length=16\n" in out) is ("--max_seq_length=16" in flags)
+    assert not list((tmp_path / "out").glob("emb*"))
+
+
 def test_the_launcher_reports_where_the_job_went():
     class Result:
         def job_id(self):
@@ -314,7 +336,7 @@ def test_without_right_fitting_no_transform_has_hints(local_plan):
 
 def test_dry_run_prints_the_resolved_job_and_exits_0(tf1_module, monkeypatch, capsys):
     # The input listing and the output probe would read gs://; everything else runs as for real.
-    monkeypatch.setattr(plan_module, "_count_input_files", lambda pattern: 3)
+    monkeypatch.setattr(plan_module, "_match_input_files", lambda pattern, compression: ["gs://b/1"] * 3)
     monkeypatch.setattr(plan_module, "_check_writable", lambda prefix: None)
     monkeypatch.setattr(beam.Pipeline, "run", lambda self, *a, **k: pytest.fail("a dry run ran the pipeline"))
     status = main([*DATAFLOW, f"--model={tf1_module}", "--gpu_type=nvidia-l4", "--right_fitting",
