@@ -71,6 +71,7 @@ bench: install
 	$(PYTHON) benchmarks/beam_batching.py
 	$(PYTHON) benchmarks/scaling.py
 	$(PYTHON) benchmarks/bert_large_cpu.py
+	$(PYTHON) benchmarks/model_ops_check.py
 	$(PYTHON) benchmarks/shared_model.py
 	$(PYTHON) benchmarks/peer_mltransform.py
 	$(PYTHON) benchmarks/plot.py

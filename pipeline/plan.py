@@ -20,6 +20,7 @@ from transforms.batching import BatchingConfig
 from transforms.embed import TokenizerConfig
 from transforms.features import FeatureConfig, pad_batch, parse_bucket_boundaries
 from transforms.model_loading import LoadedBert, ModelConfig, ModelError, parse_tensor_names
+from transforms.model_ops import parse_op_names
 from transforms.records import Features
 from transforms.tokenization import FullTokenizer, read_vocab_file
 
@@ -226,6 +227,7 @@ def prepare_run(options: BertBeamOptions) -> RunPlan:
             signature=options.signature,
             tensor_names=parse_tensor_names(options.signature_tensors),
             jit_compile=options.jit_compile,
+            allow_model_ops=parse_op_names(options.allow_model_ops),
         )
     except ValueError as error:
         raise ConfigurationError(str(error)) from error

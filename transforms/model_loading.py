@@ -27,7 +27,8 @@ from transforms.call_conventions import (
     describe_callables,
     find_call_convention,
 )
-from transforms.model_assets import HUB_ASSET_PLACEHOLDER, signature_output_asset
+from transforms.model_assets import HUB_ASSET_PLACEHOLDER, read_saved_model, signature_output_asset
+from transforms.model_ops import ENCODER_OPS, LOADING_OPS, called_ops, loading_ops, refusal
 
 TF1_HUB = "tf1_hub"
 TF2 = "tf2"
@@ -49,6 +50,7 @@ class ModelConfig:
     signature: str | None = None
     tensor_names: Mapping[str, str] = field(default_factory=dict)
     jit_compile: bool = False
+    allow_model_ops: tuple[str, ...] = ()  # ops the user accepts beyond those a BERT needs
 
 
 def parse_tensor_names(text: str | None) -> dict[str, str]:
@@ -172,6 +174,8 @@ class LoadedBert:
         self.format = detect_format(self.path)
         self.max_positions = position_limit(self.path)
         self.vocab_rows = vocab_limit(self.path)
+        # Loading runs the model's restore and init ops: they are checked before it loads.
+        self._refuse_unneeded_ops(loading_ops(read_saved_model(self.path)), LOADING_OPS)
         # hub.load picks graph tags set() for TF1 Hub modules: the inference graph.
         self._model = hub.load(self.path)
         try:
@@ -183,6 +187,8 @@ class LoadedBert:
                 f"({mismatch}). Choose one with --signature and map its tensors with "
                 "--signature_tensors. Its callables:\n" + self.describe_callables()
             ) from mismatch
+        # Before any call, the launcher's probe batch included.
+        self._refuse_unneeded_ops(called_ops(self.called_functions()), ENCODER_OPS)
         self._dtypes = {item.key: tf.as_dtype(item.dtype) for item in self.convention.inputs}
         # XLA compiles the whole call once per input shape; length buckets keep shapes few.
         self._invoke = tf.function(self._call_model, jit_compile=True) if config.jit_compile \
@@ -199,6 +205,30 @@ class LoadedBert:
 
     def describe_callables(self) -> str:
         return describe_callables(self._model)
+
+    def called_functions(self) -> dict[str, list]:
+        """Every concrete function that bert-beam's calls of the model may run, by where it is called.
+
+        A restored ``tf.function`` gives all its traces: TensorFlow picks one per call by the inputs.
+        """
+        entry = self.convention.entry
+        if self.convention.is_signature:
+            functions = {f"signature {entry}": [self._model.signatures[entry]]}
+        else:
+            functions = {f"function {entry}": list(getattr(self._model, entry).concrete_functions)}
+        if self._tokenization_info is not None:
+            functions["signature tokenization_info"] = [self._tokenization_info]
+        return functions
+
+    @property
+    def _tokenization_info(self):
+        """A TF1 Hub module's ``tokenization_info`` signature, else None."""
+        return self._model.signatures.get("tokenization_info") if self.format == TF1_HUB else None
+
+    def _refuse_unneeded_ops(self, found: Mapping, allowed: frozenset[str]) -> None:
+        message = refusal(found, allowed, self.config.allow_model_ops)
+        if message:
+            raise ModelError(message)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs one padded batch; returns ``pooled_output`` and ``sequence_output`` as numpy.
@@ -229,8 +259,8 @@ class LoadedBert:
         """The model's own lower-casing, where it declares it."""
         import tensorflow as tf
 
-        if self.format == TF1_HUB and "tokenization_info" in self._model.signatures:
-            return bool(self._model.signatures["tokenization_info"]()["do_lower_case"].numpy())
+        if self._tokenization_info is not None:
+            return bool(self._tokenization_info()["do_lower_case"].numpy())
         lower = getattr(self._model, "do_lower_case", None)
         if lower is not None and not isinstance(lower, bool):
             lower = bool(tf.convert_to_tensor(lower).numpy())
@@ -243,12 +273,12 @@ class LoadedBert:
         """
         import tensorflow as tf
 
-        if self.format == TF1_HUB and "tokenization_info" in self._model.signatures:
+        if self._tokenization_info is not None:
             # The asset the output refers to; TF Hub's exporter leaves only a placeholder in it.
             asset = signature_output_asset(self.path, "tokenization_info", "vocab_file")
             if asset is not None and tf.io.gfile.exists(asset):
                 return asset
-            baked = self._model.signatures["tokenization_info"]()["vocab_file"].numpy().decode("utf-8")
+            baked = self._tokenization_info()["vocab_file"].numpy().decode("utf-8")
             return self._resolve_baked_path(baked)
         if hasattr(self._model, "vocab_file"):
             vocab = self._model.vocab_file
