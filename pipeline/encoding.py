@@ -49,7 +49,7 @@ class ExampleEncoder:
                 (schema.SEQUENCE_LENGTH, wire.int64_scalar_feature(feature.sequence_length)),
                 (schema.INPUT_IDS, wire.int64_feature(input_ids.span(start, stop))),
                 (schema.SEGMENT_IDS, wire.int64_feature(segment_ids.span(start, stop))),
-                (schema.HIDDEN_SIZE, wire.int64_scalar_feature(int(embedding.sequence_output.shape[-1]))),
+                (schema.HIDDEN_SIZE, wire.int64_scalar_feature(embedding.hidden_size)),
             ]
             if schema.POOLED in self._outputs:
                 fields.append((schema.POOLED_OUTPUT, wire.float_feature(embedding.pooled_output)))

@@ -31,6 +31,7 @@ from pipeline.sources import ReadDocuments
 from pipeline.summary import RunSummary, summarize
 from transforms.embed import EmbedDocuments
 from transforms.model_handler import BertModelHandler
+from transforms.model_outputs import OutputRequest
 from transforms.records import REJECTED_TAG
 
 
@@ -41,6 +42,7 @@ def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
     handler = BertModelHandler(
         plan.model_config,
         plan.batching,
+        outputs=OutputRequest(plan.outputs, plan.sequence_dtype),
         large_model=plan.large_model,
         model_copies=plan.model_copies,
         require_gpu=bool(pipeline.options.view_as(BertBeamOptions).require_gpu),

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from transforms.model_outputs import FLOAT32, MEAN, OUTPUT_KINDS, POOLED, SEQUENCE, SEQUENCE_DTYPES
+
+__all__ = ["FLOAT32", "MEAN", "POOLED", "SEQUENCE", "SEQUENCE_DTYPES"]  # re-exported: the contract
+
 ID = "id"
 WINDOW = "window"
 TOKEN_OFFSET = "token_offset"
@@ -19,14 +23,8 @@ POOLED_OUTPUT = "pooled_output"
 MEAN_OUTPUT = "mean_output"
 SEQUENCE_OUTPUT = "sequence_output"
 
-POOLED = "pooled"
-MEAN = "mean"
-SEQUENCE = "sequence"
-OUTPUT_CHOICES = (POOLED, MEAN, SEQUENCE)
+OUTPUT_CHOICES = OUTPUT_KINDS
 OUTPUT_FEATURES = {POOLED: POOLED_OUTPUT, MEAN: MEAN_OUTPUT, SEQUENCE: SEQUENCE_OUTPUT}
-
-FLOAT32 = "float32"
-SEQUENCE_DTYPES = (FLOAT32, "float16", "bfloat16")
 DTYPE_TAG = "dtype:"
 
 SCHEMA_SUFFIX = ".schema.pbtxt"

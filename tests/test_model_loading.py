@@ -224,8 +224,8 @@ def test_empty_rows_that_round_a_partial_batch_do_not_change_its_outputs(tf1_mod
              for n in (1, 5, 9)]
     shapes = []
     calls = model.__call__
-    monkeypatch.setattr(LoadedBert, "__call__", lambda self, arrays: shapes.append(
-        arrays["input_ids"].shape) or calls(arrays))
+    monkeypatch.setattr(LoadedBert, "__call__", lambda self, arrays, *request: shapes.append(
+        arrays["input_ids"].shape) or calls(arrays, *request))
     outputs = {}
     for rounded in (False, True):
         handler = BertModelHandler(ModelConfig(tf1_module), BatchingConfig(

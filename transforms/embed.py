@@ -11,8 +11,10 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 
 from transforms import counters
 from transforms.batching import BatchByLength, BatchingConfig
+from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.features import FeatureConfig, document_features
 from transforms.model_handler import BertModelHandler
+from transforms.model_outputs import MEAN_OUTPUT
 from transforms.records import REJECTED_TAG, Document, Embedding, Features, Rejected, excerpt
 from transforms.tokenization import FullTokenizer
 
@@ -68,8 +70,9 @@ def _to_embedding(keyed: tuple[str, PredictionResult]) -> Embedding:
     _, result = keyed
     return Embedding(
         features=result.example,
-        pooled_output=result.inference["pooled_output"],
-        sequence_output=result.inference["sequence_output"],
+        pooled_output=result.inference.get(POOLED_OUTPUT),
+        sequence_output=result.inference.get(SEQUENCE_OUTPUT),
+        computed_mean=result.inference.get(MEAN_OUTPUT),
     )
 
 

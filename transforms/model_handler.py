@@ -13,10 +13,13 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms import counters
 from transforms.batching import BatchingConfig
+from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.devices import configure_gpus, configure_threads
 from transforms.features import pad_batch
 from transforms.model_loading import LoadedBert, ModelConfig
+from transforms.model_outputs import MEAN_OUTPUT, OutputRequest
 from transforms.records import Features
+from transforms.shared_outputs import take_arrays
 
 _LOG = logging.getLogger(__name__)
 
@@ -26,7 +29,10 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
 
     A batch is padded to the length bucket of its longest record (see
     ``transforms.batching``). Each result's ``inference`` holds numpy arrays for
-    the record's real tokens only: ``pooled_output`` [H] and ``sequence_output`` [T, H].
+    the record's real tokens only, as many of ``pooled_output`` [H], ``mean_output`` [H] and
+    ``sequence_output`` [T, H] as ``outputs`` asks for, reduced and cast in the model call. With
+    ``large_model`` or ``model_copies`` the model lives in one process per machine, and outputs
+    cross to the caller through shared memory.
     """
 
     def __init__(
@@ -34,6 +40,7 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         model_config: ModelConfig,
         batching: BatchingConfig,
         *,
+        outputs: OutputRequest | None = None,
         large_model: bool = False,
         model_copies: int | None = None,
         require_gpu: bool = False,
@@ -42,6 +49,7 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         super().__init__(large_model=large_model, model_copies=model_copies)
         self._model_config = model_config
         self._batching = batching
+        self._outputs = outputs or OutputRequest()
         self._require_gpu = require_gpu
         self._tf_threads = tf_threads
         self._real_tokens = Metrics.counter(counters.NAMESPACE, counters.REAL_TOKENS)
@@ -68,24 +76,26 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         length = self._batching.batch_padded_length(batch)
         arrays = pad_batch(batch, length, self._batching.batch_padded_rows(len(batch), length))
         start = time.perf_counter()
-        outputs = model(arrays)
+        if self.share_model_across_processes():
+            # ``model`` is Beam's proxy of the one copy: outputs come back through shared memory.
+            outputs = take_arrays(model.call_to_shared_memory(arrays, self._outputs))
+        else:
+            outputs = model(arrays, self._outputs)
         self._batch_latency_ms.update(int((time.perf_counter() - start) * 1000))
         self._batches.inc()
         real = int(arrays["input_mask"].sum())
         self._real_tokens.inc(real)
         self._padded_tokens.inc(arrays["input_mask"].size - real)
-        pooled = outputs.get("pooled_output")
-        sequence = outputs["sequence_output"]
-        return [
-            PredictionResult(
-                features,
-                {
-                    "pooled_output": None if pooled is None else pooled[row],
-                    "sequence_output": np.ascontiguousarray(sequence[row, : features.sequence_length]),
-                },
-            )
-            for row, features in enumerate(batch)
-        ]
+        sequence = outputs.get(SEQUENCE_OUTPUT)
+        vectors = {key: outputs[key] for key in (POOLED_OUTPUT, MEAN_OUTPUT) if key in outputs}
+        results = []
+        for row, features in enumerate(batch):
+            inference = {key: value[row] for key, value in vectors.items()}
+            if sequence is not None:
+                # A row's real tokens are contiguous in the batch: a view, not a copy.
+                inference[SEQUENCE_OUTPUT] = np.ascontiguousarray(sequence[row, : features.sequence_length])
+            results.append(PredictionResult(features, inference))
+        return results
 
     def get_num_bytes(self, batch: Sequence[Features]) -> int:
         return sum(f.input_ids.nbytes + f.segment_ids.nbytes for f in batch)

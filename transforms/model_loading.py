@@ -21,6 +21,7 @@ import numpy as np
 
 from transforms.call_conventions import (
     INPUT_KEYS,
+    INPUT_MASK,
     OUTPUT_KEYS,
     SEQUENCE_OUTPUT,
     CallMismatch,
@@ -29,6 +30,8 @@ from transforms.call_conventions import (
 )
 from transforms.model_assets import HUB_ASSET_PLACEHOLDER, read_saved_model, signature_output_asset
 from transforms.model_ops import ENCODER_OPS, LOADING_OPS, called_ops, loading_ops, refusal
+from transforms.model_outputs import OutputRequest, select_outputs
+from transforms.shared_outputs import SharedArrays, put_arrays
 
 TF1_HUB = "tf1_hub"
 TF2 = "tf2"
@@ -193,6 +196,7 @@ class LoadedBert:
         # XLA compiles the whole call once per input shape; length buckets keep shapes few.
         self._invoke = tf.function(self._call_model, jit_compile=True) if config.jit_compile \
             else self._call_model
+        self._selecting_functions: dict[OutputRequest, object] = {}
 
     @property
     def entry(self) -> str:
@@ -230,11 +234,15 @@ class LoadedBert:
         if message:
             raise ModelError(message)
 
-    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs one padded batch; returns ``pooled_output`` and ``sequence_output`` as numpy.
+    def __call__(self, batch: Mapping[str, np.ndarray], request: OutputRequest | None = None
+                 ) -> dict[str, np.ndarray]:
+        """Runs one padded batch; returns its outputs as numpy.
 
-        A model with a fixed sequence length gets the batch padded to it (the padding is
-        masked out), and its sequence output cut back to the batch's length.
+        With a ``request``, only its outputs (``pooled_output``, ``mean_output``,
+        ``sequence_output``), reduced and cast inside the call; without, ``pooled_output``
+        (where the model has one) and ``sequence_output`` in float32. A model with a fixed
+        sequence length gets the batch padded to it (the padding is masked out), and its
+        sequence output cut back to the batch's length.
         """
         import tensorflow as tf
 
@@ -245,15 +253,37 @@ class LoadedBert:
         pad = [(0, 0), (0, fixed - length)] if fixed is not None and length < fixed else None
         inputs = {key: tf.constant(np.pad(batch[key], pad) if pad else batch[key], dtype)
                   for key, dtype in self._dtypes.items()}
-        outputs = {key: value.numpy().astype(np.float32, copy=False)
-                   for key, value in self._invoke(inputs).items()}
-        if pad:
+        if request is None:
+            outputs = {key: value.numpy().astype(np.float32, copy=False)
+                       for key, value in self._invoke(inputs).items()}
+        else:
+            outputs = {key: value.numpy() for key, value in self._selecting(request)(inputs).items()}
+        if pad and SEQUENCE_OUTPUT in outputs:
             outputs[SEQUENCE_OUTPUT] = outputs[SEQUENCE_OUTPUT][:, :length]
         return outputs
+
+    def call_to_shared_memory(self, batch: Mapping[str, np.ndarray], request: OutputRequest) -> SharedArrays:
+        """For a model shared across processes: runs the batch and leaves its outputs in shared
+        memory for the caller (``take_arrays``), so they cross as one copy instead of a pickle."""
+        return put_arrays(self(batch, request))
 
     def _call_model(self, inputs: Mapping) -> dict:
         """The model call on tensors, keyed by the pipeline's own tensor names."""
         return self.convention.call(self._model, inputs)
+
+    def _selecting(self, request: OutputRequest):
+        """The model call followed by ``select_outputs``: one function per request, compiled
+        with XLA as a whole under ``--jit_compile``."""
+        import tensorflow as tf
+
+        function = self._selecting_functions.get(request)
+        if function is None:
+            def call(inputs: Mapping) -> dict:
+                return select_outputs(self.convention.call(self._model, inputs), inputs[INPUT_MASK], request)
+
+            function = tf.function(call, jit_compile=True) if self.config.jit_compile else call
+            self._selecting_functions[request] = function
+        return function
 
     def do_lower_case(self) -> bool | None:
         """The model's own lower-casing, where it declares it."""

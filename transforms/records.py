@@ -56,16 +56,29 @@ class Features:
 
 @dataclass(frozen=True)
 class Embedding:
-    """The model outputs for one document window, real tokens only."""
+    """The model outputs for one document window, real tokens only; None where not computed.
+
+    ``computed_mean`` is the mean that the model call reduced (``--outputs mean``).
+    """
 
     features: Features
     pooled_output: np.ndarray | None
-    sequence_output: np.ndarray
+    sequence_output: np.ndarray | None
+    computed_mean: np.ndarray | None = None
 
     @property
     def mean_output(self) -> np.ndarray:
-        """Masked mean of the real tokens' sequence output, as sentence-transformers pools."""
+        """Mean of the real tokens' sequence output, as sentence-transformers pools."""
+        if self.computed_mean is not None:
+            return self.computed_mean
         return self.sequence_output.mean(axis=0, dtype=np.float32)
+
+    @property
+    def hidden_size(self) -> int:
+        """The width of the outputs."""
+        present = next(o for o in (self.pooled_output, self.computed_mean, self.sequence_output)
+                       if o is not None)
+        return int(present.shape[-1])
 
 
 @dataclass(frozen=True)
