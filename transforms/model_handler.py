@@ -19,7 +19,7 @@ from transforms.features import pad_batch
 from transforms.model_loading import LoadedBert, ModelConfig
 from transforms.model_outputs import MEAN_OUTPUT, OutputRequest
 from transforms.records import Features
-from transforms.shared_outputs import take_arrays
+from transforms.shared_outputs import OutputBlock
 
 _LOG = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         self._model_config = model_config
         self._batching = batching
         self._outputs = outputs or OutputRequest()
+        self._output_block = OutputBlock()
         self._require_gpu = require_gpu
         self._tf_threads = tf_threads
         self._real_tokens = Metrics.counter(counters.NAMESPACE, counters.REAL_TOKENS)
@@ -78,7 +79,8 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         start = time.perf_counter()
         if self.share_model_across_processes():
             # ``model`` is Beam's proxy of the one copy: outputs come back through shared memory.
-            outputs = take_arrays(model.call_to_shared_memory(arrays, self._outputs))
+            outputs = self._output_block.read(
+                model.call_into_shared_memory(arrays, self._outputs, *self._output_block.target()))
         else:
             outputs = model(arrays, self._outputs)
         self._batch_latency_ms.update(int((time.perf_counter() - start) * 1000))

@@ -31,7 +31,7 @@ from transforms.call_conventions import (
 from transforms.model_assets import HUB_ASSET_PLACEHOLDER, read_saved_model, signature_output_asset
 from transforms.model_ops import ENCODER_OPS, LOADING_OPS, called_ops, loading_ops, refusal
 from transforms.model_outputs import OutputRequest, select_outputs
-from transforms.shared_outputs import SharedArrays, put_arrays
+from transforms.shared_outputs import ATTACHED_BLOCKS, SharedArrays, put_arrays
 
 TF1_HUB = "tf1_hub"
 TF2 = "tf2"
@@ -262,10 +262,13 @@ class LoadedBert:
             outputs[SEQUENCE_OUTPUT] = outputs[SEQUENCE_OUTPUT][:, :length]
         return outputs
 
-    def call_to_shared_memory(self, batch: Mapping[str, np.ndarray], request: OutputRequest) -> SharedArrays:
-        """For a model shared across processes: runs the batch and leaves its outputs in shared
-        memory for the caller (``take_arrays``), so they cross as one copy instead of a pickle."""
-        return put_arrays(self(batch, request))
+    def call_into_shared_memory(self, batch: Mapping[str, np.ndarray], request: OutputRequest,
+                                block: str, capacity: int) -> SharedArrays:
+        """For a model shared across processes: runs the batch and writes its outputs into the
+        caller's shared memory ``block`` (a one-off block if they do not fit), so they cross as
+        one copy each way instead of a pickle through Beam's manager process."""
+        outputs = self(batch, request)
+        return ATTACHED_BLOCKS.write(block, capacity, outputs) if block else put_arrays(outputs)
 
     def _call_model(self, inputs: Mapping) -> dict:
         """The model call on tensors, keyed by the pipeline's own tensor names."""
