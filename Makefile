@@ -74,4 +74,7 @@ bench: install
 	$(PYTHON) benchmarks/model_ops_check.py
 	$(PYTHON) benchmarks/shared_model.py
 	$(PYTHON) benchmarks/peer_mltransform.py
+	$(PYTHON) benchmarks/truncation.py
+	$(PYTHON) benchmarks/shared_transfer.py
+	$(PYTHON) benchmarks/feed_ceiling.py
 	$(PYTHON) benchmarks/plot.py
