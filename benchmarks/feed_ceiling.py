@@ -52,12 +52,12 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import apache_beam as beam
 import cached_models
 import numpy as np
 import synthetic_text
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from pipeline_runs import RecordingPipeline
 from results import Report, save_json
 from truncation import minilm_vocab, real_prose
 
@@ -246,16 +246,6 @@ def output_folder() -> str:
     return cached_models.cache_dir("feed_ceiling", "out")
 
 
-class _RecordingPipeline(beam.Pipeline):
-    """A Beam pipeline that keeps the result of its run, for its metrics."""
-
-    result = None
-
-    def run(self, test_runner_api="AUTO"):
-        self.result = super().run(test_runner_api)
-        return self.result
-
-
 @dataclass(frozen=True)
 class PipelineRun:
     """One finished run: wall and CPU time, counters, per-stage msecs and output size."""
@@ -320,7 +310,7 @@ def run_pipeline(corpus: str, output: str, model: str, *flags: str) -> PipelineR
     for path in glob.glob(output + "*") + glob.glob(dead_letters + "*"):
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     argv = [f"--input={corpus}", f"--output={output}", f"--model={model}", "--runner=DirectRunner", *flags]
-    pipeline = _RecordingPipeline(options=PipelineOptions(argv))
+    pipeline = RecordingPipeline(options=PipelineOptions(argv))
     (cpu, system), start = _cpu_seconds(), time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         summary = run(argv, test_pipeline=pipeline)

@@ -22,7 +22,7 @@ from pipeline.summary import RunSummary
 from transforms import counters
 
 
-class _RecordingPipeline(beam.Pipeline):
+class RecordingPipeline(beam.Pipeline):
     """A Beam pipeline that keeps the result of its run."""
 
     result = None
@@ -71,7 +71,7 @@ def run_bert_beam(input_pattern: str, output_prefix: str, model: str, *extra: st
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     argv = [f"--input={input_pattern}", f"--output={output_prefix}", f"--model={model}",
             "--runner=DirectRunner", *extra]
-    pipeline = _RecordingPipeline(options=PipelineOptions(argv))
+    pipeline = RecordingPipeline(options=PipelineOptions(argv))
     start = time.perf_counter()
     summary = run(argv, test_pipeline=pipeline)
     seconds = time.perf_counter() - start
