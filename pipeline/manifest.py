@@ -1,9 +1,10 @@
 """The run manifest beside the output, and the checks that compare shards against it.
 
 ``PREFIX.manifest.json`` records what a finished run wrote: its counters, every shard with
-its record count and SHA-256, the model and its fingerprint, versions and options. It is
-written last, so its presence means the run completed; ``python -m pipeline.verify PREFIX``
-re-reads the shards and reports any difference.
+its record count, size and CRC32C (version 1 manifests: SHA-256), the model and its fingerprint,
+versions and options. It is written last, so its presence means the run completed;
+``python -m pipeline.verify PREFIX`` re-reads the shards and reports any difference. The shard
+summaries come from the job itself (``shard_sink``), so writing the manifest reads no shard.
 """
 
 from __future__ import annotations
@@ -19,20 +20,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 
+import google_crc32c
+
 from pipeline import schema
+from pipeline.shard_sink import SUMMARIES_SUFFIX
 
 MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_VERSION = 2
 SHARD_GLOB = "-?????-of-?????" + schema.SHARD_SUFFIX
 _CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class ShardSummary:
-    """One output shard: its file name (relative to the output folder), records and checksum."""
+    """One output shard: its file name (relative to the output folder), records, size and the
+    CRC32C of its bytes (as hex)."""
 
     name: str
     records: int
-    sha256: str
+    bytes: int
+    crc32c: str
 
 
 def _open(path: str):
@@ -41,12 +48,19 @@ def _open(path: str):
     return FileSystems.open(path, compression_type="uncompressed")
 
 
-def summarize_shard(path: str) -> ShardSummary:
-    """Counts TFRecord frames (length headers, skipping payloads) and hashes the file bytes."""
-    digest = hashlib.sha256()
+def _file_digests(path: str, sha256: bool = False) -> tuple[int, str, str | None]:
+    """The file's size, CRC32C (hex) and, if asked, SHA-256 (hex; what version 1 manifests hold)."""
+    crc, size, digest = 0, 0, hashlib.sha256() if sha256 else None
     with _open(path) as handle:
         while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+            crc, size = google_crc32c.extend(crc, chunk), size + len(chunk)
+            if digest is not None:
+                digest.update(chunk)
+    return size, f"{crc:08x}", digest.hexdigest() if digest is not None else None
+
+
+def _count_records(path: str) -> int:
+    """Counts TFRecord frames, reading length headers and skipping payloads."""
     records = 0
     with _open(path) as raw:
         stream = gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
@@ -58,7 +72,27 @@ def summarize_shard(path: str) -> ShardSummary:
             if len(payload) < length + 4:
                 raise ValueError(f"{path} ends inside record {records}.")
             records += 1
-    return ShardSummary(posixpath.basename(path), records, digest.hexdigest())
+    return records
+
+
+def summarize_shard(path: str) -> ShardSummary:
+    """Reads a shard back: its records, size and CRC32C."""
+    size, crc, _ = _file_digests(path)
+    return ShardSummary(posixpath.basename(path), _count_records(path), size, crc)
+
+
+def shard_summaries(prefix: str) -> list[ShardSummary]:
+    """The shards' summaries as the job wrote them (``PREFIX.shards.json``); read back from the
+    shards themselves only where that file is missing or does not name exactly the shards present."""
+    from apache_beam.io.filesystems import FileSystems
+
+    present = [posixpath.basename(path) for path in list_shards(prefix)]
+    if FileSystems.exists(prefix + SUMMARIES_SUFFIX):
+        with _open(prefix + SUMMARIES_SUFFIX) as handle:
+            written = [ShardSummary(**shard) for shard in json.loads(handle.read().decode("utf-8"))["shards"]]
+        if sorted(shard.name for shard in written) == present:
+            return sorted(written, key=lambda shard: shard.name)
+    return [summarize_shard(path) for path in list_shards(prefix)]
 
 
 def list_shards(prefix: str) -> list[str]:
@@ -101,10 +135,10 @@ def build_manifest(
     model: Mapping[str, str],
     options: Mapping[str, object],
 ) -> dict:
-    """The manifest of a finished run, reading its shards back for counts and checksums."""
-    shards = [summarize_shard(path) for path in list_shards(prefix)]
+    """The manifest of a finished run."""
+    shards = shard_summaries(prefix)
     return {
-        "manifest_version": 1,
+        "manifest_version": MANIFEST_VERSION,
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "output_prefix": prefix,
         "counters": dict(counters),
@@ -149,10 +183,18 @@ def verify(prefix: str) -> list[str]:
     for name in sorted(set(present) - set(expected)):
         problems.append(f"unexpected shard {name} (not written by the run the manifest describes)")
     for name in sorted(set(expected) & set(present)):
-        actual = summarize_shard(present[name])
-        if actual.records != expected[name]["records"]:
-            problems.append(f"{name}: {actual.records} records, manifest says {expected[name]['records']}")
-        if actual.sha256 != expected[name]["sha256"]:
+        try:
+            records = _count_records(present[name])
+        except ValueError as error:  # a length header changed or the file was cut
+            problems.append(str(error))
+            continue
+        if records != expected[name]["records"]:
+            problems.append(f"{name}: {records} records, manifest says {expected[name]['records']}")
+        checksum = "sha256" if "sha256" in expected[name] else "crc32c"
+        size, crc32c, sha256 = _file_digests(present[name], sha256=checksum == "sha256")
+        if "bytes" in expected[name] and size != expected[name]["bytes"]:
+            problems.append(f"{name}: {size} bytes, manifest says {expected[name]['bytes']}")
+        if {"crc32c": crc32c, "sha256": sha256}[checksum] != expected[name][checksum]:
             problems.append(f"{name}: checksum differs from the manifest")
     counters = manifest["counters"]
     if counters.get("records_written") != manifest["records"]:
@@ -170,7 +212,8 @@ def stale_outputs(prefix: str, dead_letter_prefix: str) -> list[str]:
     from apache_beam.io.filesystems import FileSystems
 
     patterns = [prefix + SHARD_GLOB, prefix + SHARD_GLOB + ".gz", prefix + schema.SCHEMA_SUFFIX,
-                prefix + MANIFEST_SUFFIX, dead_letter_prefix + "-?????-of-?????.jsonl"]
+                prefix + MANIFEST_SUFFIX, prefix + SUMMARIES_SUFFIX,
+                dead_letter_prefix + "-?????-of-?????.jsonl"]
     folders: list[str] = []
     for sink_prefix in (prefix, prefix + ".schema", dead_letter_prefix):
         directory, name = posixpath.split(sink_prefix)
@@ -182,6 +225,14 @@ def stale_outputs(prefix: str, dead_letter_prefix: str) -> list[str]:
     for result in FileSystems.match(patterns):
         found.extend(m.path for m in result.metadata_list)
     return found + folders
+
+
+def stale_shard_summaries(prefix: str) -> list[str]:
+    """``PREFIX.shards.json`` where the job left it: once in the manifest, it goes."""
+    from apache_beam.io.filesystems import FileSystems
+
+    path = prefix + SUMMARIES_SUFFIX
+    return [path] if FileSystems.exists(path) else []
 
 
 def delete_files(paths: Iterable[str]) -> None:

@@ -23,7 +23,14 @@ from pipeline.dataflow import (
     submitted_message,
 )
 from pipeline.dry_run import describe_dry_run, dry_run_requested
-from pipeline.manifest import build_manifest, delete_files, model_fingerprint, stale_outputs, write_manifest
+from pipeline.manifest import (
+    build_manifest,
+    delete_files,
+    model_fingerprint,
+    stale_outputs,
+    stale_shard_summaries,
+    write_manifest,
+)
 from pipeline.options import BertBeamOptions, ConfigurationError, worker_tf_threads
 from pipeline.plan import RunPlan, prepare_run
 from pipeline.sinks import WriteDeadLetters, WriteEmbeddings
@@ -105,6 +112,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         options.view_as(BertBeamOptions).get_all_options(current_only=True),
     )
     write_manifest(plan.output_prefix, manifest)
+    delete_files(stale_shard_summaries(plan.output_prefix))
     print(summary.report(), flush=True)
     print(summary.line(), flush=True)
     return summary

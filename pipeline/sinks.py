@@ -1,7 +1,8 @@
 """Writes embeddings as sharded TFRecords, the schema beside them, and dead letters.
 
 All three use Beam's file sinks, which write to temporary files and rename
-them into place when the run finalises.
+them into place when the run finalises; the shards' own sink also summarises
+each shard for the manifest (``shard_sink``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline import schema
 from pipeline.encoding import ExampleEncoder
+from pipeline.shard_sink import TFRecordShardSink
 from transforms import counters
 from transforms.records import EXCERPT_CHARS, Embedding, Rejected, excerpt
 
@@ -100,14 +102,16 @@ class WriteEmbeddings(beam.PTransform):
     def expand(self, embeddings):
         written = (
             embeddings
-            | "BatchForEncoding" >> beam.BatchElements(min_batch_size=1, max_batch_size=_ENCODE_BATCH)
+            # A fixed size: Beam's adaptive sizing fits a regression per batch, for nothing here.
+            | "BatchForEncoding" >> beam.BatchElements(min_batch_size=_ENCODE_BATCH,
+                                                       max_batch_size=_ENCODE_BATCH)
             | "EncodeExamples" >> beam.ParDo(_EncodeExamples(self._outputs, self._sequence_dtype))
-            | "WriteTFRecords" >> beam.io.WriteToTFRecord(
+            | "WriteTFRecords" >> beam.io.Write(TFRecordShardSink(
                 self._prefix,
                 file_name_suffix=shard_suffix(self._compression),
                 num_shards=self._num_shards,
                 compression_type=OUTPUT_COMPRESSIONS[self._compression],
-            )
+            ))
         )
         schema_file = (
             embeddings.pipeline
