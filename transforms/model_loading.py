@@ -253,11 +253,12 @@ class LoadedBert:
         pad = [(0, 0), (0, fixed - length)] if fixed is not None and length < fixed else None
         inputs = {key: tf.constant(np.pad(batch[key], pad) if pad else batch[key], dtype)
                   for key, dtype in self._dtypes.items()}
+        # np.asarray views a CPU tensor's buffer (read-only); Tensor.numpy() would copy it.
         if request is None:
-            outputs = {key: value.numpy().astype(np.float32, copy=False)
+            outputs = {key: np.asarray(value).astype(np.float32, copy=False)
                        for key, value in self._invoke(inputs).items()}
         else:
-            outputs = {key: value.numpy() for key, value in self._selecting(request)(inputs).items()}
+            outputs = {key: np.asarray(value) for key, value in self._selecting(request)(inputs).items()}
         if pad and SEQUENCE_OUTPUT in outputs:
             outputs[SEQUENCE_OUTPUT] = outputs[SEQUENCE_OUTPUT][:, :length]
         return outputs
