@@ -42,7 +42,6 @@ GOOGLE_UNCASED_RELEASES = ("multilingual_L-12_H-768_A-12", "chinese_L-12_H-768_A
 
 _HF_ENCODER_PARTS = ("embeddings.", "encoder.", "pooler.")
 _HF_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
-_HF_LEGACY_NORMS = {"weight": "gamma", "bias": "beta"}
 
 
 class CheckpointError(ValueError):

@@ -5,7 +5,8 @@ by extension, and streamed line by line with a bounded line length, so one
 enormous line cannot exhaust memory. Each line is one record: plain text (one
 document per line, id ``FILE:LINE``) or JSON Lines. A file whose first block
 shows a binary format (Parquet, zip, compressed data left compressed, NUL bytes)
-is one rejection instead of lines of garbage.
+is one rejection instead of lines of garbage. A bad record is rejected alone; only an
+I/O or decompression error ends a file early, its unread rest one rejection.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ import bz2
 import contextlib
 import gzip
 import json
+import lzma
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import apache_beam as beam
+import zstandard
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from google.api_core.exceptions import GoogleAPIError
 
 from transforms import counters
-from transforms.records import EXCERPT_CHARS, REJECTED_TAG, Document, Rejected, excerpt
+from transforms.records import EXCERPT_CHARS, REJECTED_TAG, STAGE_READ, Document, Rejected, excerpt
 
 TEXT = "text"
 JSONL = "jsonl"
@@ -38,6 +43,12 @@ COMPRESSIONS = {"auto": CompressionTypes.AUTO, "gzip": CompressionTypes.GZIP,
 DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
 _CHUNK = 1024 * 1024
 SNIFF_BYTES = 8 * 1024
+# What opening or reading a file raises when the file or its storage is at fault, not bert-beam:
+# OSError (Beam's BeamIOError, gzip.BadGzipFile, bzip2's invalid data stream, network errors), EOFError
+# (a truncated gzip or bzip2 stream), the raw decompressors' errors, and GCS's API errors (NotFound).
+# Only these end a file early as unreadable; anything else is a bug and fails the bundle.
+_IO_ERRORS: tuple[type[Exception], ...] = (
+    OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, GoogleAPIError)
 _DECOMPRESS_HINT = ("; compressed input is decompressed only when its name ends in .gz, .bz2, .zst, .xz, "
                     ".lzma or .deflate, or with --compression=gzip")
 # Magic numbers at offset 0, each too specific to open a line of text (bzip2's includes its block
@@ -128,7 +139,7 @@ def binary_inputs_error(paths: Sequence[str], compression: str = "auto") -> str 
     for path in paths:
         try:
             detected = sniff_file(path, compression)
-        except Exception:  # filesystems and decompressors raise their own types; the run reports them
+        except _IO_ERRORS:  # the run dead-letters a file it cannot read
             return None
         if detected is None:
             return None
@@ -157,7 +168,7 @@ def parse_record(raw: bytes, source: str, path: str, config: InputConfig) -> Doc
     """Validates one raw line into a Document, or says why it cannot be one."""
 
     def reject(reason: str) -> Rejected:
-        return Rejected(source=source, raw=excerpt(raw), reason=reason, stage="read")
+        return Rejected(source=source, raw=excerpt(raw), reason=reason, stage=STAGE_READ)
 
     try:
         line = raw.decode("utf-8")
@@ -193,6 +204,46 @@ def parse_record(raw: bytes, source: str, path: str, config: InputConfig) -> Doc
     return Document(id=str(doc_id), text=text, source=source, text_b=text_b or None)
 
 
+_Line = tuple[int, bytes, bool]  # (line_number, raw, oversize), as _bounded_lines yields them
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """The rest of a file that reading failed in, after ``after_line`` lines were read."""
+
+    after_line: int
+    error: Exception
+
+    @property
+    def reason(self) -> str:
+        return f"file unreadable after line {self.after_line}: {type(self.error).__name__}: {self.error}"
+
+
+_FileItem = BinaryFormat | _Line | _Unreadable
+
+
+def _read_file(path: str, config: InputConfig) -> Iterator[_FileItem]:
+    """A file's lines, or its binary format alone; ends in an ``_Unreadable`` where opening or
+    reading it raises one of ``_IO_ERRORS``.
+
+    Only bytes are read here: records are parsed by the caller, so a record's failure is never the file's.
+    """
+    line_number = 0
+    try:
+        with _open_decompressed(path, config.compression) as handle:
+            head = _read_head(handle)
+            detected = sniff_binary_format(head)
+            if detected:
+                yield detected
+                return
+            for line in _bounded_lines(_read_chunks(handle, head), config.max_record_bytes):
+                line_number = line[0]
+                yield line
+    except _IO_ERRORS as error:
+        # A corrupt or truncated file: what was read stands, the rest is one rejection.
+        yield _Unreadable(line_number, error)
+
+
 class _ReadRecords(beam.DoFn):
     """Streams one matched file as numbered raw lines, bounded in length; a binary file is one rejection."""
 
@@ -204,36 +255,23 @@ class _ReadRecords(beam.DoFn):
     def process(self, readable: fileio.ReadableFile) -> Iterator:
         path = readable.metadata.path
         self._files.inc()
-        line_number = 0
-        try:
-            with _open_decompressed(path, self._config.compression) as handle:
-                head = _read_head(handle)
-                detected = sniff_binary_format(head)
-                if detected:
-                    self._read.inc()
-                    yield beam.pvalue.TaggedOutput(REJECTED_TAG, Rejected(
-                        f"{path}:1", "", detected.reason, "read"))
-                    return
-                chunks = _read_chunks(handle, head)
-                for line_number, raw, oversize in _bounded_lines(chunks, self._config.max_record_bytes):
-                    self._read.inc()
-                    source = f"{path}:{line_number}"
-                    if oversize:
-                        yield beam.pvalue.TaggedOutput(REJECTED_TAG, Rejected(
-                            source, excerpt(raw), f"record over --max_record_bytes "
-                            f"({self._config.max_record_bytes} bytes)", "read"))
-                        continue
-                    record = parse_record(raw, source, path, self._config)
-                    if isinstance(record, Rejected):
-                        yield beam.pvalue.TaggedOutput(REJECTED_TAG, record)
-                    else:
-                        yield record
-        except Exception as error:  # decompressors raise zlib.error, OSError, EOFError, ZstdError ...
-            # A corrupt or truncated file: what was read stands, the rest is one rejection.
+        for item in _read_file(path, self._config):
             self._read.inc()
-            yield beam.pvalue.TaggedOutput(REJECTED_TAG, Rejected(
-                f"{path}:{line_number + 1}", "",
-                f"file unreadable after line {line_number}: {type(error).__name__}: {error}", "read"))
+            record = self._record(path, item)
+            yield record if isinstance(record, Document) else beam.pvalue.TaggedOutput(REJECTED_TAG, record)
+
+    def _record(self, path: str, item: _FileItem) -> Document | Rejected:
+        """One item ``_read_file`` yields as a Document, or a Rejected saying why it is none."""
+        if isinstance(item, BinaryFormat):
+            return Rejected(f"{path}:1", "", item.reason, STAGE_READ)
+        if isinstance(item, _Unreadable):
+            return Rejected(f"{path}:{item.after_line + 1}", "", item.reason, STAGE_READ)
+        line_number, raw, oversize = item
+        source = f"{path}:{line_number}"
+        if oversize:
+            return Rejected(source, excerpt(raw), f"record over --max_record_bytes "
+                            f"({self._config.max_record_bytes} bytes)", STAGE_READ)
+        return parse_record(raw, source, path, self._config)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from model_variants import build_failing_on_token
 
 from transforms.bert_encoder import BertConfig, random_weights
 
@@ -108,3 +109,14 @@ def tf2_model(vocab_lines, model_config, model_weights) -> str:
 
     return cached_model("tf2", lambda path: export_tf2_saved_model(
         model_weights, model_config, vocab_lines, True, path))
+
+
+FAILING_TOKEN = "fox"
+
+
+@pytest.fixture(scope="session")
+def failing_model(vocab_lines, model_config, model_weights) -> str:
+    """A TF2 encoder that fails on every batch holding the wordpiece ``FAILING_TOKEN``."""
+    token_id = vocab_lines.index(FAILING_TOKEN)
+    return cached_model("failing-on-token", lambda path: build_failing_on_token(
+        model_weights, model_config, vocab_lines, path, token_id))

@@ -193,6 +193,28 @@ def call_default_and_encoder_outputs(path, ids, mask, types):
             "sequence_output": outputs["encoder_outputs"][-1].numpy()}
 
 
+def build_failing_on_token(weights, config, vocab_lines, path: str, token_id: int) -> None:
+    """TF Hub's TF2 encoder convention, failing (InvalidArgumentError) on any batch holding
+    ``token_id``: a model that breaks on some batches and answers the rest."""
+    import tensorflow as tf
+
+    module = _module(weights, vocab_lines)
+    spec = _specs(tf.int32)
+
+    @tf.function(input_signature=[{"input_word_ids": spec, "input_mask": spec, "input_type_ids": spec}])
+    def call(inputs):
+        ids = inputs["input_word_ids"]
+        check = tf.debugging.Assert(tf.reduce_all(tf.not_equal(ids, token_id)),
+                                    [f"the batch holds token {token_id}"])
+        with tf.control_dependencies([check]):
+            pooled, sequence = bert_forward(module.bert_weights, config, ids, inputs["input_mask"],
+                                            inputs["input_type_ids"])
+        return {"pooled_output": pooled, "sequence_output": sequence}
+
+    module.__call__ = call
+    tf.saved_model.save(module, path, signatures={"serving_default": call})
+
+
 KERAS_LENGTH = 32
 
 

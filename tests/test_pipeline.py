@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import FAILING_TOKEN
 from helpers import (
     call_tf1_module_directly,
     call_tf2_model_directly,
@@ -20,7 +21,7 @@ from pipeline import schema
 from pipeline.manifest import MANIFEST_SUFFIX
 from pipeline.reader import load_layout, make_dataset, read_embeddings
 from transforms.features import FeatureConfig, document_features
-from transforms.records import Document
+from transforms.records import STAGE_INFERENCE, STAGE_READ, Document
 from transforms.tokenization import FullTokenizer
 
 MAX_SEQ_LENGTH = 24
@@ -182,3 +183,36 @@ def test_sixteen_bit_sequence_output_halves_the_size_and_reads_back(tmp_path, tf
         np.testing.assert_allclose(got[key], values, atol=tolerance * np.abs(values).max())
     sizes = [sum(os.path.getsize(p) for p in glob.glob(prefix + "-*.tfrecord")) for prefix in (full, half)]
     assert sizes[1] < 0.6 * sizes[0]
+
+
+def test_batches_the_model_fails_on_are_dead_lettered_and_the_rest_embedded(
+    tmp_path, failing_model, vocab_lines
+):
+    docs = write_jsonl(tmp_path / "docs.jsonl", [
+        {"id": "dog", "text": "The dog is hairy."},
+        {"id": "fox", "text": f"The quick brown {FAILING_TOKEN}"},
+        {"id": "cat", "text": "A cat, a dog"},
+        {"id": "foxes", "text": f"{FAILING_TOKEN} jumps over the lazy {FAILING_TOKEN}"},
+        "not json",
+        {"id": "last", "text": "hello world"},
+    ])
+    prefix = str(tmp_path / "out" / "emb")
+    # One window a batch: the model fails on exactly the batches of the windows holding the token.
+    summary = run_pipeline(str(docs), prefix, failing_model, "--batch_size=1", "--outputs=pooled")
+    records = list(read_embeddings(prefix))
+    assert sorted(r.id for r in records) == ["cat", "dog", "last"]
+    letters = dead_letters(os.path.join(os.path.dirname(prefix), "dead_letter", "emb"))
+    by_source = {os.path.basename(letter["source"]): letter for letter in letters}
+    assert sorted(by_source) == ["docs.jsonl:2", "docs.jsonl:4", "docs.jsonl:5"]
+    assert by_source["docs.jsonl:5"]["stage"] == STAGE_READ
+    token_id = vocab_lines.index(FAILING_TOKEN)
+    for source, key, tokens in (("docs.jsonl:2", "fox#0", 6), ("docs.jsonl:4", "foxes#0", 8)):
+        letter = by_source[source]
+        assert letter["stage"] == STAGE_INFERENCE
+        assert letter["reason"].startswith("inference failed: InvalidArgumentError: ")
+        assert f"the batch holds token {token_id}" in letter["reason"]
+        assert letter["raw"] == f"{key} ({tokens} tokens)"
+    assert summary["documents_read"] == 6
+    assert (summary["documents_embedded"], summary["documents_rejected"]) == (3, 3)
+    assert summary["records_written"] == len(records) == 3
+    assert summary.accounted

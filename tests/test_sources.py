@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import io
 import lzma
@@ -12,9 +13,13 @@ import zipfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileMetadata
+from apache_beam.pvalue import TaggedOutput
 from helpers import dead_letters, run_pipeline, write_jsonl
 from reference_bert import original_convert_single_example, original_full_tokenizer
 
+from pipeline import sources
 from pipeline.reader import read_embeddings
 from pipeline.sources import (
     SNIFF_BYTES,
@@ -22,13 +27,14 @@ from pipeline.sources import (
     _bounded_lines,
     _read_chunks,
     _read_head,
+    _ReadRecords,
     binary_inputs_error,
     format_for_path,
     parse_record,
     sniff_binary_format,
     sniff_file,
 )
-from transforms.records import Document, Rejected
+from transforms.records import STAGE_READ, Document, Rejected
 
 JSONL = InputConfig(input_format="jsonl")
 
@@ -74,6 +80,90 @@ def test_lines_after_a_peeked_head_are_the_lines_of_the_whole_file(head_size):
     handle = io.BytesIO(data)
     head = _read_head(handle, head_size)
     assert list(_bounded_lines(_read_chunks(handle, head), 20)) == list(_bounded_lines([data], 20))
+
+
+def _read_records(path, config: InputConfig = JSONL) -> list[Document | Rejected]:
+    """What the reading DoFn makes of one file, main and rejected outputs in order."""
+    readable = fileio.ReadableFile(FileMetadata(str(path), os.path.getsize(path)))
+    outputs = _ReadRecords(config).process(readable)
+    return [output.value if isinstance(output, TaggedOutput) else output for output in outputs]
+
+
+def test_a_bad_record_is_rejected_alone_and_reading_goes_on(tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", [
+        {"id": "first", "text": "the dog"}, "not json", b'{"text": "\xff"}', {"text": "x" * 200},
+        {"text": 5}, {"id": "last", "text": "a cat"}])
+    records = _read_records(docs, InputConfig(input_format="jsonl", max_record_bytes=100))
+    assert [type(r).__name__ for r in records] == ["Document", *["Rejected"] * 4, "Document"]
+    assert [r.source for r in records] == [f"{docs}:{n}" for n in range(1, 7)]
+    assert all(r.stage == STAGE_READ and "unreadable" not in r.reason for r in records[1:5])
+    assert records[-1].id == "last"
+
+
+class _FailingHandle(io.BytesIO):
+    """A file whose storage fails (``error``) once ``good`` bytes have been read."""
+
+    def __init__(self, good: bytes, error: Exception) -> None:
+        super().__init__(good)
+        self._error = error
+
+    def read(self, size: int = -1) -> bytes:
+        block = super().read(size)
+        if not block:
+            raise self._error
+        return block
+
+
+def _fail_reading_after(monkeypatch, good: bytes, error: Exception) -> None:
+    @contextlib.contextmanager
+    def failing_open(path, compression):
+        yield _FailingHandle(good, error)
+
+    monkeypatch.setattr(sources, "_open_decompressed", failing_open)
+
+
+@pytest.mark.parametrize("name, content, failure", [
+    ("cut.txt.gz", gzip.compress(b"".join(b"line %d\n" % i for i in range(5000)))[:8000], "EOFError"),
+    ("cut.txt.bz2", bz2.compress(b"the dog\n" * 1000)[:40], "EOFError"),
+    ("noise.txt.gz", b"\x1f\x8b" + bytes(range(256)) * 4, "BadGzipFile"),
+    ("broken.txt.xz", lzma.compress(b"the dog\n")[:12] + bytes(64), "LZMAError"),
+])
+def test_an_io_error_ends_a_file_after_the_lines_it_gave(tmp_path, name, content, failure):
+    path = tmp_path / name
+    path.write_bytes(content)
+    *lines, rest = _read_records(path, InputConfig())
+    assert all(isinstance(line, Document) for line in lines)
+    assert [line.source for line in lines] == [f"{path}:{n}" for n in range(1, len(lines) + 1)]
+    assert isinstance(rest, Rejected) and rest.stage == STAGE_READ and rest.raw == ""
+    assert rest.source == f"{path}:{len(lines) + 1}"
+    assert rest.reason.startswith(f"file unreadable after line {len(lines)}: {failure}: ")
+
+
+def test_storage_failing_mid_file_is_one_rejection_for_the_unread_rest(tmp_path, monkeypatch):
+    # Past the first block, so lines come before the failure; the cut-off last line is not one of them.
+    _fail_reading_after(monkeypatch, b"the dog\n" * 2000 + b"the fo", ConnectionResetError("reset by peer"))
+    path = tmp_path / "docs.txt"
+    path.write_bytes(b"")
+    *lines, rest = _read_records(path, InputConfig())
+    assert [line.text for line in lines] == ["the dog"] * 2000
+    assert rest == Rejected(f"{path}:2001", "", "file unreadable after line 2000: ConnectionResetError: "
+                            "reset by peer", STAGE_READ)
+
+
+def test_a_bug_is_raised_not_taken_for_an_unreadable_file(tmp_path, monkeypatch):
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": "the dog"}, {"text": "a cat"}])
+
+    def broken_parse(raw, source, path, config):
+        raise TypeError("a bug in parsing")
+
+    monkeypatch.setattr(sources, "parse_record", broken_parse)
+    with pytest.raises(TypeError, match="a bug in parsing"):
+        _read_records(docs)
+    _fail_reading_after(monkeypatch, b"the dog\n", ValueError("a bug in reading"))
+    with pytest.raises(ValueError, match="a bug in reading"):
+        _read_records(docs)
+    with pytest.raises(ValueError, match="a bug in reading"):
+        binary_inputs_error([str(docs)])
 
 
 def test_hostile_files_complete_and_account_for_every_record(tmp_path, tf1_module):
@@ -219,7 +309,7 @@ def test_each_binary_file_is_one_dead_letter_beside_embedded_text(tmp_path, tf1_
     assert reasons["archive.zip:1"].startswith("binary file (zip, magic 50 4B 03 04)")
     assert reasons["nul.txt:1"].startswith("binary file (unknown format, NUL bytes in the first 8 KiB)")
     assert reasons["packed.txt:1"].startswith("binary file (gzip, magic 1F 8B)")
-    assert all(d["stage"] == "read" and d["raw"] == "" for d in letters)
+    assert all(d["stage"] == STAGE_READ and d["raw"] == "" for d in letters)
     assert summary["documents_read"] == 2 + 4
     assert (summary["documents_embedded"], summary["documents_rejected"]) == (2, 4)
     assert summary.accounted

@@ -50,10 +50,6 @@ class BertConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
-    @classmethod
-    def from_json(cls, text: str) -> BertConfig:
-        return cls(**json.loads(text))
-
 
 def weight_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
     """Every weight of the encoder, by original checkpoint name, with its shape."""

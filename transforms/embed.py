@@ -15,7 +15,16 @@ from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.features import FeatureConfig, document_features
 from transforms.model_handler import BertModelHandler
 from transforms.model_outputs import MEAN_OUTPUT
-from transforms.records import REJECTED_TAG, Document, Embedding, Features, Rejected, excerpt
+from transforms.records import (
+    REJECTED_TAG,
+    STAGE_INFERENCE,
+    STAGE_TOKENIZE,
+    Document,
+    Embedding,
+    Features,
+    Rejected,
+    excerpt,
+)
 from transforms.tokenization import FullTokenizer
 
 
@@ -48,14 +57,14 @@ class _TokenizeDocument(beam.DoFn):
             features = list(document_features(document, self._tokenizer, self._feature_config))
         except (ValueError, KeyError, RecursionError) as error:
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, Rejected(
-                document.source, excerpt(document.text), f"tokenization failed: {error}", "tokenize"))
+                document.source, excerpt(document.text), f"tokenization failed: {error}", STAGE_TOKENIZE))
             return
         if features[0].sequence_length == 2:
             subject = "text and text_b have" if document.text_b else "text has"
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, Rejected(
                 document.source, excerpt(document.text or document.text_b or ""),
                 f"{subject} no wordpieces after BERT's cleaning (only control or whitespace characters)",
-                "tokenize"))
+                STAGE_TOKENIZE))
             return
         if features[0].truncated:
             self._truncated.inc()
@@ -76,15 +85,30 @@ def _to_embedding(keyed: tuple[str, PredictionResult]) -> Embedding:
     )
 
 
-def _failed_batch_to_rejected(failure: tuple[Sequence[tuple[str, Features]], BaseException]):
+# What Beam's exception handling passes for a failed batch: the exception's type, repr and
+# formatted traceback lines, not the exception itself.
+_FailureInfo = tuple[type, str, Sequence[str]]
+
+
+def _failure_message(error: _FailureInfo) -> str:
+    """``Type: message`` of a batch's failure, the message from the traceback's line naming the type
+    (a TensorFlow error's repr holds none: ``InvalidArgumentError()``)."""
+    kind, text, lines = error
+    qualified = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else (
+        f"{kind.__module__}.{kind.__qualname__}")
+    named = [line for line in lines if line.startswith(qualified + ": ")]
+    message = named[-1][len(qualified) + 2 :].strip() if named else text
+    return f"{kind.__name__}: {message[:500]}"
+
+
+def _failed_batch_to_rejected(
+    failure: tuple[Sequence[tuple[str, Features]], _FailureInfo],
+) -> Iterator[Rejected]:
     batch, error = failure
+    reason = f"inference failed: {_failure_message(error)}"
     for _, features in batch:
         yield Rejected(
-            features.source,
-            f"{features.key} ({features.sequence_length} tokens)",
-            f"inference failed: {type(error).__name__}: {str(error)[:500]}",
-            "inference",
-        )
+            features.source, f"{features.key} ({features.sequence_length} tokens)", reason, STAGE_INFERENCE)
 
 
 class EmbedDocuments(beam.PTransform):

@@ -8,6 +8,10 @@ import numpy as np
 
 REJECTED_TAG = "rejected"
 EXCERPT_CHARS = 1000
+# Where a Rejected left the pipeline: the ``stage`` of its dead letter.
+STAGE_READ = "read"
+STAGE_TOKENIZE = "tokenize"
+STAGE_INFERENCE = "inference"
 
 
 def excerpt(raw: bytes | str, limit: int = EXCERPT_CHARS) -> str:
@@ -83,7 +87,7 @@ class Embedding:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A record that could not be processed, and why."""
+    """A record that could not be processed, and why; ``stage`` is one of the ``STAGE_*`` names."""
 
     source: str
     raw: str

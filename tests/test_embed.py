@@ -1,0 +1,53 @@
+"""Failed model batches become one Rejected per window, with the error's own message."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import numpy as np
+import pytest
+
+from transforms.embed import _failed_batch_to_rejected
+from transforms.records import STAGE_INFERENCE, Features, Rejected
+
+
+class ModelBroke(RuntimeError):
+    """An error from a library module, with a repr that holds no message, as TensorFlow's do."""
+
+    def __repr__(self) -> str:
+        return "ModelBroke()"
+
+
+def _beam_failure(error: Exception):
+    """``(type, repr, traceback lines)``: what Beam's exception handling passes for a failed batch."""
+    try:
+        raise error
+    except Exception as caught:
+        return type(caught), repr(caught), traceback.format_exception(*sys.exc_info())
+
+
+def _window(doc_id: str, window: int, tokens: int) -> tuple[str, Features]:
+    features = Features(doc_id, np.zeros(tokens, np.int32), np.zeros(tokens, np.int32), window=window,
+                        source=f"docs.jsonl:{doc_id}")
+    return features.key, features
+
+
+@pytest.mark.parametrize("error, reason", [
+    (ValueError("shapes [2,3] and [4] do not match"), "ValueError: shapes [2,3] and [4] do not match"),
+    (ModelBroke("assertion failed: [the batch holds token 57]"),
+     "ModelBroke: assertion failed: [the batch holds token 57]"),
+    (ModelBroke(), "ModelBroke: ModelBroke()"),
+])
+def test_each_window_of_a_failed_batch_is_rejected_with_the_error(error, reason):
+    batch = [_window("a", 0, 5), _window("b", 1, 7)]
+    rejected = list(_failed_batch_to_rejected((batch, _beam_failure(error))))
+    assert rejected == [
+        Rejected("docs.jsonl:a", "a#0 (5 tokens)", f"inference failed: {reason}", STAGE_INFERENCE),
+        Rejected("docs.jsonl:b", "b#1 (7 tokens)", f"inference failed: {reason}", STAGE_INFERENCE),
+    ]
+
+
+def test_a_long_error_message_is_cut():
+    (rejected,) = _failed_batch_to_rejected(([_window("a", 0, 3)], _beam_failure(ValueError("x" * 2000))))
+    assert rejected.reason == "inference failed: ValueError: " + "x" * 500
