@@ -79,6 +79,26 @@ def test_a_callers_block_grows_once_then_is_reused_and_freed_with_it():
     assert not glob.glob(f"/dev/shm/{own}")
 
 
+def test_inputs_cross_through_the_callers_block_once_it_has_one_big_enough():
+    from transforms.shared_outputs import ATTACHED_BLOCKS, OutputBlock, SharedArrays
+
+    block = OutputBlock()
+    inputs = {"input_ids": np.arange(96, dtype=np.int32).reshape(4, 24),
+              "input_mask": np.ones((4, 24), np.int32)}
+    assert block.put(inputs) is inputs  # no block yet: the arrays themselves are pickled
+    block.read(ATTACHED_BLOCKS.write(*block.target(), {"pooled": np.ones((4, 2), np.float32)}))
+    placed = block.put(inputs)  # the block grew to hold the inputs as well as the outputs
+    assert isinstance(placed, SharedArrays) and placed.block == block.target()[0] and not placed.one_off
+    served = ATTACHED_BLOCKS.read(placed)
+    for key, value in inputs.items():
+        np.testing.assert_array_equal(served[key], value)
+    # The model's process writes the outputs over the inputs it has copied out.
+    outputs = {"pooled": np.full((4, 2), 7, np.float32)}
+    np.testing.assert_array_equal(block.read(ATTACHED_BLOCKS.write(*block.target(), outputs))["pooled"], 7)
+    np.testing.assert_array_equal(served["input_ids"], inputs["input_ids"])
+    assert block.put({"input_ids": np.zeros((64, 512), np.int32)})["input_ids"].shape == (64, 512)
+
+
 def test_shared_arrays_round_trip_and_leave_no_block_behind():
     arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4),
               "b": np.ones((2, 5, 3), ml_dtypes.bfloat16), "c": np.zeros((0, 7), np.float32)}

@@ -79,8 +79,9 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         start = time.perf_counter()
         if self.share_model_across_processes():
             # ``model`` is Beam's proxy of the one copy: outputs come back through shared memory.
-            outputs = self._output_block.read(
-                model.call_into_shared_memory(arrays, self._outputs, *self._output_block.target()))
+            block = self._output_block
+            outputs = block.read(model.call_into_shared_memory(
+                block.put(arrays), self._outputs, *block.target()))
         else:
             outputs = model(arrays, self._outputs)
         self._batch_latency_ms.update(int((time.perf_counter() - start) * 1000))

@@ -263,12 +263,14 @@ class LoadedBert:
             outputs[SEQUENCE_OUTPUT] = outputs[SEQUENCE_OUTPUT][:, :length]
         return outputs
 
-    def call_into_shared_memory(self, batch: Mapping[str, np.ndarray], request: OutputRequest,
+    def call_into_shared_memory(self, batch: SharedArrays | Mapping[str, np.ndarray], request: OutputRequest,
                                 block: str, capacity: int) -> SharedArrays:
-        """For a model shared across processes: runs the batch and writes its outputs into the
-        caller's shared memory ``block`` (a one-off block if they do not fit), so they cross as
-        one copy each way instead of a pickle through Beam's manager process."""
-        outputs = self(batch, request)
+        """For a model shared across processes: runs the batch (its inputs in the caller's shared
+        memory ``block``, or pickled) and writes its outputs into that block (a one-off block if they
+        do not fit), so they cross as one copy each way instead of a pickle through Beam's manager
+        process."""
+        inputs = ATTACHED_BLOCKS.read(batch) if isinstance(batch, SharedArrays) else batch
+        outputs = self(inputs, request)
         return ATTACHED_BLOCKS.write(block, capacity, outputs) if block else put_arrays(outputs)
 
     def _call_model(self, inputs: Mapping) -> dict:
