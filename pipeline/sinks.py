@@ -128,29 +128,36 @@ class WriteEmbeddings(beam.PTransform):
 
 
 def rejected_to_json(rejected: Rejected, excerpt_chars: int = EXCERPT_CHARS) -> str:
-    """One dead-letter line: where the record came from, why it was rejected, a bounded excerpt."""
-    return json.dumps(
-        {"source": rejected.source, "stage": rejected.stage, "reason": rejected.reason,
-         "raw": excerpt(rejected.raw, excerpt_chars) if excerpt_chars else ""},
-        ensure_ascii=False,
-    )
+    """One dead-letter line: where the record came from, why it was rejected, a bounded excerpt,
+    and for a window failed at inference its index (kept when the excerpt is not)."""
+    letter = {"source": rejected.source, "stage": rejected.stage, "reason": rejected.reason,
+              "raw": excerpt(rejected.raw, excerpt_chars) if excerpt_chars else ""}
+    if rejected.window is not None:
+        letter["window"] = rejected.window
+    return json.dumps(letter, ensure_ascii=False)
 
 
 class _CountAndFormatRejected(beam.DoFn):
     def __init__(self, excerpt_chars: int) -> None:
         self._excerpt_chars = excerpt_chars
-        self._rejected = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_REJECTED)
+        self._documents = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_REJECTED)
+        self._windows = Metrics.counter(counters.NAMESPACE, counters.WINDOWS_REJECTED)
 
     def process(self, rejected: Rejected) -> Iterator[str]:
-        self._rejected.inc()
+        if rejected.rejects_document:
+            self._documents.inc()
+        if rejected.window is not None:
+            self._windows.inc()
         yield rejected_to_json(rejected, self._excerpt_chars)
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Rejected → ``PREFIX-SSSSS-of-NNNNN.jsonl``, counted as ``documents_rejected``.
+    """Rejected → ``PREFIX-SSSSS-of-NNNNN.jsonl``, counted as ``documents_rejected`` and ``windows_rejected``.
 
     Every rejected record leaves through here: its ``raw`` is cut to ``excerpt_chars``
-    (0 keeps only its location), whatever stage rejected it.
+    (0 keeps only its location), whatever stage rejected it. A window failed at inference counts
+    in ``windows_rejected``, and in ``documents_rejected`` only if it is window 0, so that each
+    document counts once without joining its windows.
     """
 
     def __init__(self, prefix: str, excerpt_chars: int = EXCERPT_CHARS) -> None:

@@ -25,18 +25,23 @@ class RunSummary:
 
     @property
     def accounted(self) -> bool:
-        """True when every document read was embedded or rejected, exactly once."""
-        return self[counters.DOCUMENTS_READ] == (
-            self[counters.DOCUMENTS_EMBEDDED] + self[counters.DOCUMENTS_REJECTED]
-        )
+        """True when every document read was embedded or rejected, and every window was written or
+        dead-lettered, exactly once."""
+        documents = self[counters.DOCUMENTS_READ] == (
+            self[counters.DOCUMENTS_EMBEDDED] + self[counters.DOCUMENTS_REJECTED])
+        windows = self[counters.WINDOWS] == self[counters.RECORDS_WRITTEN] + self[counters.WINDOWS_REJECTED]
+        return documents and windows
 
     def line(self) -> str:
+        failed = self[counters.WINDOWS_REJECTED]
+        windows = f", {failed} window{'' if failed == 1 else 's'} dead-lettered at inference"
         return (
             f"bert-beam: read {self[counters.DOCUMENTS_READ]}, "
             f"embedded {self[counters.DOCUMENTS_EMBEDDED]} "
             f"({self[counters.RECORDS_WRITTEN]} records, {self[counters.DOCUMENTS_TRUNCATED]} truncated, "
             f"{self[counters.DOCUMENTS_WINDOWED]} windowed), "
             f"rejected {self[counters.DOCUMENTS_REJECTED]}"
+            f"{windows if failed else ''}"
             f"{'' if self.accounted else ' (COUNTS DO NOT ADD UP)'}; "
             f"output {self.output_prefix}-*, dead letters {self.dead_letter_prefix}-*"
         )

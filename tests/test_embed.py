@@ -43,9 +43,10 @@ def test_each_window_of_a_failed_batch_is_rejected_with_the_error(error, reason)
     batch = [_window("a", 0, 5), _window("b", 1, 7)]
     rejected = list(_failed_batch_to_rejected((batch, _beam_failure(error))))
     assert rejected == [
-        Rejected("docs.jsonl:a", "a#0 (5 tokens)", f"inference failed: {reason}", STAGE_INFERENCE),
-        Rejected("docs.jsonl:b", "b#1 (7 tokens)", f"inference failed: {reason}", STAGE_INFERENCE),
+        Rejected("docs.jsonl:a", "a#0 (5 tokens)", f"inference failed: {reason}", STAGE_INFERENCE, 0),
+        Rejected("docs.jsonl:b", "b#1 (7 tokens)", f"inference failed: {reason}", STAGE_INFERENCE, 1),
     ]
+    assert [r.rejects_document for r in rejected] == [True, False]
 
 
 def test_a_long_error_message_is_cut():

@@ -18,7 +18,7 @@ from helpers import (
 )
 
 from pipeline import schema
-from pipeline.manifest import MANIFEST_SUFFIX
+from pipeline.manifest import MANIFEST_SUFFIX, verify
 from pipeline.reader import load_layout, make_dataset, read_embeddings
 from transforms.features import FeatureConfig, document_features
 from transforms.records import STAGE_INFERENCE, STAGE_READ, Document
@@ -216,3 +216,39 @@ def test_batches_the_model_fails_on_are_dead_lettered_and_the_rest_embedded(
     assert (summary["documents_embedded"], summary["documents_rejected"]) == (3, 3)
     assert summary["records_written"] == len(records) == 3
     assert summary.accounted
+
+
+def test_a_document_counts_once_when_only_some_of_its_windows_fail(tmp_path, failing_model):
+    # Six wordpieces each: one whole window.
+    clean, failing = "the dog running fast the dog", f"{FAILING_TOKEN} is a lazy dog {FAILING_TOKEN}"
+    docs = write_jsonl(tmp_path / "docs.jsonl", [
+        {"id": "tail", "text": f"{clean} {clean} {failing} the {FAILING_TOKEN}"},
+        {"id": "head", "text": f"{failing} {clean}"},
+        {"id": "dog", "text": "The dog is hairy."},
+        "not json",
+        {"id": "last", "text": "hello world"},
+    ])
+    prefix = str(tmp_path / "out" / "emb")
+    # Windows of six wordpieces that do not overlap, one a batch: only the windows holding the token fail.
+    summary = run_pipeline(str(docs), prefix, failing_model, "--batch_size=1", "--outputs=pooled",
+                           "--max_seq_length=8", "--long_document=window", "--doc_stride=6")
+    records = sorted((r.id, r.window) for r in read_embeddings(prefix))
+    assert records == [("dog", 0), ("head", 1), ("last", 0), ("tail", 0), ("tail", 1)]
+    letters = dead_letters(os.path.join(os.path.dirname(prefix), "dead_letter", "emb"))
+    inference = sorted((letter["raw"], letter["window"], os.path.basename(letter["source"]))
+                       for letter in letters if letter["stage"] == STAGE_INFERENCE)
+    assert inference == [("head#0 (8 tokens)", 0, "docs.jsonl:2"), ("tail#2 (8 tokens)", 2, "docs.jsonl:1"),
+                         ("tail#3 (4 tokens)", 3, "docs.jsonl:1")]
+    assert all(letter["reason"].startswith("inference failed: InvalidArgumentError: ")
+               for letter in letters if letter["stage"] == STAGE_INFERENCE)
+    (unreadable,) = (letter for letter in letters if letter["stage"] == STAGE_READ)
+    assert unreadable["source"].endswith("docs.jsonl:4") and "window" not in unreadable
+    assert {name: summary[name] for name in ("documents_read", "documents_embedded", "documents_rejected",
+                                             "documents_windowed", "windows", "windows_rejected",
+                                             "records_written")} == {
+        "documents_read": 5, "documents_embedded": 3, "documents_rejected": 2, "documents_windowed": 2,
+        "windows": 8, "windows_rejected": 3, "records_written": 5}
+    assert summary.accounted
+    assert "rejected 2, 3 windows dead-lettered at inference; " in summary.line()
+    assert "DO NOT ADD UP" not in summary.line()
+    assert verify(prefix) == []

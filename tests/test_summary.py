@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from pipeline.summary import RunSummary
 
-COUNTERS = {"documents_read": 10, "documents_embedded": 8, "documents_rejected": 2, "records_written": 9,
-            "real_tokens": 900, "padded_tokens": 100, "batches": 3}
+COUNTERS = {"documents_read": 10, "documents_embedded": 8, "documents_rejected": 2, "windows": 9,
+            "records_written": 9, "real_tokens": 900, "padded_tokens": 100, "batches": 3}
 
 
 def test_line_says_when_counts_do_not_add_up():
     assert "DO NOT ADD UP" not in RunSummary(COUNTERS, "o", "d").line()
     broken = RunSummary({**COUNTERS, "documents_rejected": 1}, "o", "d")
     assert not broken.accounted and "COUNTS DO NOT ADD UP" in broken.line()
+
+
+def test_windows_must_be_written_or_dead_lettered():
+    lost = RunSummary({**COUNTERS, "windows": 12, "windows_rejected": 2}, "o", "d")
+    assert not lost.accounted and "COUNTS DO NOT ADD UP" in lost.line()
+
+
+def test_line_mentions_windows_dead_lettered_only_when_some_were():
+    assert "dead-lettered" not in RunSummary(COUNTERS, "o", "d").line()
+    one = RunSummary({**COUNTERS, "windows": 10, "windows_rejected": 1}, "o", "d")
+    assert one.accounted and "rejected 2, 1 window dead-lettered at inference; " in one.line()
+    three = RunSummary({**COUNTERS, "windows": 12, "windows_rejected": 3}, "o", "d")
+    assert "rejected 2, 3 windows dead-lettered at inference; " in three.line()
 
 
 def test_report_gives_throughput_padding_and_model_time():

@@ -6,6 +6,8 @@ DOCUMENTS_READ = "documents_read"
 FILES_READ = "files_read"
 DOCUMENTS_EMBEDDED = "documents_embedded"
 DOCUMENTS_REJECTED = "documents_rejected"
+# Windows dead-lettered at inference; a failed window 0 also counts its document as rejected.
+WINDOWS_REJECTED = "windows_rejected"
 DOCUMENTS_TRUNCATED = "documents_truncated"
 DOCUMENTS_WINDOWED = "documents_windowed"
 WINDOWS = "windows"
@@ -24,6 +26,7 @@ SUMMARY_COUNTERS = (
     DOCUMENTS_TRUNCATED,
     DOCUMENTS_WINDOWED,
     WINDOWS,
+    WINDOWS_REJECTED,
     RECORDS_WRITTEN,
     REAL_TOKENS,
     PADDED_TOKENS,

@@ -107,8 +107,8 @@ def _failed_batch_to_rejected(
     batch, error = failure
     reason = f"inference failed: {_failure_message(error)}"
     for _, features in batch:
-        yield Rejected(
-            features.source, f"{features.key} ({features.sequence_length} tokens)", reason, STAGE_INFERENCE)
+        yield Rejected(features.source, f"{features.key} ({features.sequence_length} tokens)", reason,
+                       STAGE_INFERENCE, features.window)
 
 
 class EmbedDocuments(beam.PTransform):

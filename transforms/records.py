@@ -87,9 +87,19 @@ class Embedding:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A record that could not be processed, and why; ``stage`` is one of the ``STAGE_*`` names."""
+    """A record that could not be processed, and why; ``stage`` is one of the ``STAGE_*`` names.
+
+    ``window`` is the index of a document window that failed at inference, None for a record
+    rejected whole before windowing: only a failed window 0 rejects its document.
+    """
 
     source: str
     raw: str
     reason: str
     stage: str
+    window: int | None = None
+
+    @property
+    def rejects_document(self) -> bool:
+        """False for a failed window after 0: window 0 alone decides whether its document is embedded."""
+        return self.window is None or self.window == 0
