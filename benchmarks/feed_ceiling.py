@@ -27,8 +27,8 @@ Where a worker process's time goes comes from two sources, labelled as such:
   (the model call; with ``--large_model`` it includes the proxy round trip);
 * stage timings, in this process on the one-process marginal's documents: ``parse_record``,
   ``document_features``, length buckets and ``pad_batch``, the ``LoadedBert`` call, the per-record
-  output slices, a call through Beam's ``MultiProcessShared`` proxy, ``ExampleEncoder.encode`` and
-  Beam's TFRecord record writer.
+  output slices, a call through Beam's ``MultiProcessShared`` proxy (as the handler makes it, through
+  shared memory), ``ExampleEncoder.encode`` and the shard sink's record writer.
 
     .venv/bin/python benchmarks/feed_ceiling.py [--quick] [--documents N] [--seq_lengths 128,512]
         [--outputs float32,bfloat16,mean] [--modes one,separate,shared] [--all] [--pairs P]
@@ -64,13 +64,16 @@ from truncation import minilm_vocab, real_prose
 from pipeline import export
 from pipeline.encoding import ExampleEncoder
 from pipeline.run import run
+from pipeline.shard_sink import SummingFile, write_record
 from pipeline.sinks import default_dead_letter_prefix
 from pipeline.sources import InputConfig, parse_record
 from transforms import counters
 from transforms.batching import BatchingConfig
 from transforms.features import FeatureConfig, document_features, pad_batch
 from transforms.model_loading import LoadedBert, ModelConfig
+from transforms.model_outputs import OutputRequest
 from transforms.records import Document, Embedding, Features
+from transforms.shared_outputs import OutputBlock
 from transforms.tokenization import FullTokenizer, read_vocab_file
 
 HIDDEN = 1024
@@ -370,8 +373,6 @@ def stage_timings(marginal_file: str, warm_texts: Sequence[str], model_path: str
     ``MultiProcessShared`` (its server in this process, as in the worker that starts it) over a
     direct call, on every third batch, scaled to all batches by computed tokens.
     """
-    from apache_beam.io.tfrecordio import _TFRecordUtil
-
     model = LoadedBert(ModelConfig(model_path))
     vocab_path, lower_case = model.tokenizer_source()
     tokenizer = FullTokenizer(read_vocab_file(vocab_path), bool(lower_case))
@@ -389,11 +390,11 @@ def stage_timings(marginal_file: str, warm_texts: Sequence[str], model_path: str
         f for d in documents for f in document_features(d, tokenizer, feature_config)])
     batches = _timed(totals, "batch", lambda: list(_length_batches(features, batching)))
     encoders = {v.label: ExampleEncoder(v.outputs, v.sequence_dtype) for v in variants}
-    write = _TFRecordUtil.write_record  # what WriteToTFRecord does per record
     proxy_extra = proxied_tokens = 0.0
     computed_tokens = real_tokens = 0
     with (_proxied(model_path) if with_proxy else contextlib.nullcontext() as proxy,
-          tempfile.TemporaryFile(dir=folder) as sink):
+          tempfile.TemporaryFile(dir=folder) as file):
+        sink = SummingFile(file)  # as the shard sink writes: counting bytes, summing their CRC32C
         seen: set[tuple[int, int]] = set()
         for index, batch in enumerate(batches):
             arrays = _timed(totals, "batch", pad_batch, batch, batching.batch_padded_length(batch))
@@ -412,7 +413,7 @@ def stage_timings(marginal_file: str, warm_texts: Sequence[str], model_path: str
             for variant in variants:
                 encode, label = encoders[variant.label].encode, variant.label
                 records = _timed(totals, f"encode {label}", encode, embeddings)
-                _timed(totals, f"write {label}", lambda r=records: [write(sink, x) for x in r])
+                _timed(totals, f"write {label}", lambda r=records: [write_record(sink, x) for x in r])
     proxy_seconds = max(0.0, proxy_extra * computed_tokens / proxied_tokens) if proxied_tokens else 0.0
     return {v.label: StageTimes(**{stage: totals.get(stage, 0.0) for stage in _COMMON_STAGES},
                                 proxy=proxy_seconds, encode=totals[f"encode {v.label}"],
@@ -423,14 +424,20 @@ def stage_timings(marginal_file: str, warm_texts: Sequence[str], model_path: str
 @contextlib.contextmanager
 def _proxied(model_path: str) -> Iterator:
     """The model behind Beam's ``MultiProcessShared`` proxy, served from this process as
-    ``--large_model`` serves it from the worker process that loads it first."""
+    ``--large_model`` serves it from the worker process that loads it first, and called as the
+    handler calls it: inputs and outputs through the caller's shared memory block."""
     from apache_beam.utils.multi_process_shared import MultiProcessShared
 
     tag = f"feed-ceiling-{uuid.uuid4().hex}"
     shared = MultiProcessShared(functools.partial(LoadedBert, ModelConfig(model_path)), tag=tag,
                                 always_proxy=True)
+    proxy, block, request = shared.acquire(), OutputBlock(), OutputRequest()
+
+    def call(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return block.read(proxy.call_into_shared_memory(block.put(arrays), request, *block.target()))
+
     try:
-        yield shared.acquire()
+        yield call
     finally:
         shared.unsafe_hard_delete()
         for suffix in (".address", ".lock"):

@@ -50,8 +50,15 @@ def record_footer(payload: bytes) -> bytes:
     return struct.pack("<I", masked_crc32c(payload))
 
 
-class _SummingFile:
-    """The shard's file as written: passes bytes through, keeping their count and CRC32C."""
+def write_record(stream, payload: bytes) -> None:
+    """One TFRecord: framing and payload as separate writes, so the payload is never copied here."""
+    stream.write(record_header(payload))
+    stream.write(payload)
+    stream.write(record_footer(payload))
+
+
+class SummingFile:
+    """A shard's file as written: passes bytes through, keeping their count and CRC32C."""
 
     mode = "wb"  # what Beam's CompressedFile checks before writing through it
 
@@ -84,7 +91,7 @@ class _ShardHandle:
 
     def __init__(self, temp_path: str, compression_type: str) -> None:
         self.temp_path = temp_path
-        self.file = _SummingFile(FileSystems.create(temp_path, "application/octet-stream",
+        self.file = SummingFile(FileSystems.create(temp_path, "application/octet-stream",
                                                     CompressionTypes.UNCOMPRESSED))
         compressed = compression_type != CompressionTypes.UNCOMPRESSED
         self.stream = CompressedFile(self.file, compression_type) if compressed else self.file
@@ -107,10 +114,7 @@ class TFRecordShardSink(FileBasedSink):
         return _ShardHandle(temp_path, self.compression_type)
 
     def write_encoded_record(self, file_handle: _ShardHandle, encoded_value: bytes) -> None:
-        stream = file_handle.stream
-        stream.write(record_header(encoded_value))
-        stream.write(encoded_value)
-        stream.write(record_footer(encoded_value))
+        write_record(file_handle.stream, encoded_value)
         file_handle.records += 1
 
     def close(self, file_handle: _ShardHandle) -> None:
