@@ -109,7 +109,10 @@ class Outputs:
 
 @dataclass(frozen=True)
 class Mode:
-    """How many worker processes run, and whether they share one model copy."""
+    """How many workers run, and whether they share one model copy. A worker is a process, or in
+    ``threads`` a harness thread of one process (Dataflow's ``no_use_multiple_sdk_containers``:
+    one SDK process per VM, one model copy, several threads); figures "per worker process" are
+    then per thread."""
 
     label: str
     processes: int
@@ -126,6 +129,8 @@ MODES = {
     "one": Mode("1 process", 1, ()),
     "separate": Mode("2 processes, own copies", 2, _TWO),
     "shared": Mode("2 processes, --large_model", 2, (*_TWO, "--large_model")),
+    "threads": Mode("1 process, 2 threads", 2,
+                    ("--direct_num_workers=2", "--direct_running_mode=multi_threading")),
 }
 # Beam step names (prefixes) → the stage they belong to; the rest are "other steps".
 _STAGES = (
@@ -673,6 +678,15 @@ def _targets(report: Report, figures: dict[str, dict], selection: Selection) -> 
                 report.add(f"- shared model, {length}, {variant.label}: 2 processes with --large_model "
                            f"**{ratio:.2f}×** 2 processes with their own copies{target} ≥ "
                            f"{TARGET_SHARED_RATIO}: {verdict})")
+    if MODES["separate"] in selection.modes and MODES["threads"] in selection.modes:
+        for key, figure in figures.items():
+            if key.endswith(MODES["threads"].label):
+                separate = figures.get(key.removesuffix(MODES["threads"].label) + MODES["separate"].label)
+                if separate:
+                    ratio = figure["rate_per_process"] / separate["rate_per_process"]
+                    report.add(f"- one model copy in one process of 2 threads, "
+                               f"{key.removesuffix(' ' + MODES['threads'].label)}: **{ratio:.2f}×** "
+                               f"2 processes with their own copies (for reference)")
 
 
 if __name__ == "__main__":

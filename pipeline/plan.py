@@ -57,9 +57,17 @@ class RunPlan:
             f"{self.model_description}; hidden size {self.hidden_size}; max_seq_length "
             f"{self.feature_config.max_seq_length}, {self.feature_config.long_document}; "
             f"vocab of {len(self.tokenizer_config.vocab_lines)} tokens, "
-            f"do_lower_case={self.tokenizer_config.do_lower_case}; outputs "
+            f"do_lower_case={self.tokenizer_config.do_lower_case}; {self.batching.describe()}; "
+            f"{self._sharing()}; outputs "
             f"{','.join(self.outputs)} → {self.output_prefix}; dead letters → {self.dead_letter_prefix}"
         )
+
+    def _sharing(self) -> str:
+        if self.model_copies is not None:
+            return f"{self.model_copies} model copies per machine, shared by its worker processes"
+        if self.large_model:
+            return "one model copy per machine, shared by its worker processes (--large_model)"
+        return "a model copy per worker process"
 
 
 def _match_input_files(pattern: str, compression: str) -> list[str]:

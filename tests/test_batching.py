@@ -65,3 +65,12 @@ def test_batches_hold_one_bucket_within_size_and_token_limits():
     with TestPipeline() as pipeline:
         batches = pipeline | beam.Create(_keyed(lengths)) | BatchByLength(config)
         assert_that(batches, check)
+
+
+def test_the_log_names_the_batches_a_run_forms():
+    assert BatchingConfig(max_seq_length=100).describe() == (
+        "batches of at most 32 records and 16384 padded tokens, "
+        "padded to length buckets 16,32,48,64,80,96,100")
+    rounded = BatchingConfig(max_seq_length=512, max_batch_size=8, round_batch_rows=True).describe()
+    assert rounded.startswith("batches of at most 8 records") and rounded.endswith(
+        "368,512, rows rounded to powers of two")

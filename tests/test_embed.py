@@ -1,14 +1,17 @@
-"""Failed model batches become one Rejected per window, with the error's own message."""
+"""Failed model batches become one Rejected per window, with the error's own message; a tokenizing
+worker's setup freezes what it loaded."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
 
 import numpy as np
 import pytest
 
-from transforms.embed import _failed_batch_to_rejected
+from transforms.embed import TokenizerConfig, _failed_batch_to_rejected, _TokenizeDocument
+from transforms.features import FeatureConfig
 from transforms.records import STAGE_INFERENCE, Features, Rejected
 
 
@@ -52,3 +55,12 @@ def test_each_window_of_a_failed_batch_is_rejected_with_the_error(error, reason)
 def test_a_long_error_message_is_cut():
     (rejected,) = _failed_batch_to_rejected(([_window("a", 0, 3)], _beam_failure(ValueError("x" * 2000))))
     assert rejected.reason == "inference failed: ValueError: " + "x" * 500
+
+
+def test_a_tokenizing_worker_freezes_what_it_loaded():
+    vocab = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "a")
+    gc.unfreeze()
+    do_fn = _TokenizeDocument(TokenizerConfig(vocab, True), FeatureConfig(max_seq_length=8))
+    do_fn.setup()
+    assert gc.get_freeze_count() > 0  # the tokenizer, and all else alive, out of the collector's way
+    gc.unfreeze()

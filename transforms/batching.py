@@ -36,6 +36,13 @@ class BatchingConfig:
     max_batch_tokens: int = 16384
     round_batch_rows: bool = False
 
+    def describe(self) -> str:
+        """What a run's log says about its batches."""
+        buckets = sorted({self.padded_length(b) for b in (*self.bucket_boundaries, self.max_seq_length)})
+        return (f"batches of at most {self.max_batch_size} records and {self.max_batch_tokens} "
+                f"padded tokens, padded to length buckets {','.join(map(str, buckets))}"
+                f"{', rows rounded to powers of two' if self.round_batch_rows else ''}")
+
     def padded_length(self, length: int) -> int:
         return bucket_length(length, self.bucket_boundaries, self.max_seq_length)
 

@@ -13,6 +13,7 @@ from transforms import counters
 from transforms.batching import BatchByLength, BatchingConfig
 from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.features import FeatureConfig, document_features
+from transforms.garbage import freeze_loaded_objects
 from transforms.model_handler import BertModelHandler
 from transforms.model_outputs import MEAN_OUTPUT
 from transforms.records import (
@@ -51,6 +52,7 @@ class _TokenizeDocument(beam.DoFn):
         self._tokenizer = FullTokenizer(
             self._tokenizer_config.vocab_lines, self._tokenizer_config.do_lower_case
         )
+        freeze_loaded_objects()
 
     def process(self, document: Document) -> Iterator:
         try:

@@ -16,6 +16,7 @@ from transforms.batching import BatchingConfig
 from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.devices import configure_gpus, configure_threads
 from transforms.features import pad_batch
+from transforms.garbage import freeze_loaded_objects
 from transforms.model_loading import LoadedBert, ModelConfig
 from transforms.model_outputs import MEAN_OUTPUT, OutputRequest
 from transforms.records import Features
@@ -64,6 +65,7 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         device = configure_gpus(self._require_gpu)
         start = time.perf_counter()
         model = LoadedBert(self._model_config)
+        freeze_loaded_objects()
         elapsed_ms = int((time.perf_counter() - start) * 1000)
         _LOG.info("Loaded %s on %s in %d ms.", model.describe(), device, elapsed_ms)
         return model
