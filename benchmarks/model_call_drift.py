@@ -242,6 +242,13 @@ def child(args: argparse.Namespace, extra: list[str]) -> None:
     best = best_loop_batches(recorder.batches)
     result["best_loop_first"] = _bare(recorder.model, best)
     result["best_loop"] = _bare(recorder.model, best)
+    # The pipeline's batches and the best loop's, alternated, both warm: the batching ratio with
+    # the VM's drift cancelled (each best pass against the mean of the passes around it).
+    batching = [("its", result["bare_after"])]
+    for _ in range(args.interleave):
+        batching += [("best", _bare(recorder.model, best)), ("its", _bare(recorder.model, recorder.batches))]
+    result["batching_interleaved"] = [{"kind": kind, "real_rate": _real_rate(calls)}
+                                      for kind, calls in batching]
     # Pipeline runs between bare passes over the first run's arrays, in this process: each run is
     # bracketed by bare passes, so the VM's drifting speed cancels from the ratio.
     model, batches = recorder.model, recorder.batches
@@ -255,6 +262,10 @@ def child(args: argparse.Namespace, extra: list[str]) -> None:
                              for kind, calls in sequence]
     with open(args.child_output, "w", encoding="utf-8") as handle:
         json.dump(result, handle)
+
+
+def _real_rate(calls: list[dict]) -> float:
+    return sum(c["real"] for c in calls) / max(sum(c["seconds"] for c in calls), 1e-9)
 
 
 def _rate(calls: list[dict]) -> float:
@@ -310,6 +321,15 @@ def summarise(name: str, data: dict, repeats: int, report) -> None:
         f"{real_rates[1]:.0f}, best bare loop (the same records sorted, ≤ 32 rows, ≤ 4,096 tokens, each "
         f"batch padded to its longest, {len(data['best_loop'])} batches) {real_rates[2]:.0f}: pipeline/best "
         f"**{real_rates[0] / real_rates[2]:.2f}**, its batches/best {real_rates[1] / real_rates[2]:.2f}")
+    alternated = data.get("batching_interleaved", [])
+    if len(alternated) > 1:
+        ratios = [((alternated[i - 1]["real_rate"] + alternated[i + 1]["real_rate"]) / 2)
+                  / alternated[i]["real_rate"] for i in range(1, len(alternated) - 1, 2)]
+        report.add(
+            "  - batching, alternated in the process, real tokens/s: "
+            + " → ".join(f"{s['kind']} {s['real_rate']:.0f}" for s in alternated)
+            + "; the pipeline's batches / the best loop's between them: "
+            f"**{', '.join(f'{r:.2f}' for r in ratios)}**")
     steps = data.get("interleaved", [])
     if len(steps) > 1:
         ratios = [steps[i]["rate"] / ((steps[i - 1]["rate"] + steps[i + 1]["rate"]) / 2)
