@@ -58,6 +58,7 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 def embed_queries(module: str, queries: Sequence[str]) -> np.ndarray:
     """Mean-pooled, normalised query embeddings computed with the same module and tokenizer."""
+    from transforms.call_conventions import INPUT_MASK, SEQUENCE_OUTPUT
     from transforms.features import FeatureConfig, document_features, pad_batch
     from transforms.model_loading import LoadedBert, ModelConfig
     from transforms.records import Document
@@ -69,8 +70,8 @@ def embed_queries(module: str, queries: Sequence[str]) -> np.ndarray:
     features = [next(document_features(Document(f"q{i}", q, "query"), tokenizer, FeatureConfig(128)))
                 for i, q in enumerate(queries)]
     batch = pad_batch(features, max(f.sequence_length for f in features))
-    sequence = model(batch)["sequence_output"]
-    mask = batch["input_mask"][..., None].astype(np.float32)
+    sequence = model(batch)[SEQUENCE_OUTPUT]
+    mask = batch[INPUT_MASK][..., None].astype(np.float32)
     return _unit((sequence * mask).sum(axis=1) / mask.sum(axis=1))
 
 

@@ -2,12 +2,15 @@
 
 ``ExampleEncoder`` writes the protobuf wire format straight from the numpy outputs (no
 per-float Python work); tests compare its records with tfx-bsl's C++ Arrow encoder
-(``tests/reference_encoding.py``). The feature keys come from ``pipeline.schema``.
+(``tests/reference_encoding.py``). What it writes, in which order, is ``pipeline.schema``'s
+table of features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,44 +27,61 @@ def sequence_numpy_dtype(sequence_dtype: str) -> np.dtype:
             "bfloat16": np.dtype(ml_dtypes.bfloat16)}[sequence_dtype]
 
 
+def _raw_feature(dtype: np.dtype) -> Callable[[np.ndarray], wire.Chunks]:
+    def write(values: np.ndarray) -> wire.Chunks:
+        raw = np.ascontiguousarray(values.astype(dtype, copy=False))
+        return wire.bytes_feature([memoryview(raw.reshape(-1).view(np.uint8))])
+
+    return write
+
+
+def _text_feature(text: str) -> wire.Chunks:
+    return wire.bytes_feature([text.encode("utf-8")])
+
+
+def _writer(feature: schema.OutputFeature) -> Callable[[object], wire.Chunks]:
+    """The wire writer of one record's value of ``feature`` (a per-token one's varints)."""
+    if feature.raw_dtype is not None:
+        return _raw_feature(sequence_numpy_dtype(feature.raw_dtype))
+    if feature.dtype == schema.BYTES:
+        return _text_feature
+    if feature.dtype == schema.INT64:
+        return wire.int64_scalar_feature if feature.shape == schema.ONE else wire.int64_feature
+    return wire.float_feature
+
+
+class _Field(NamedTuple):
+    """How the encoder writes one feature: a per-token one is sliced from the batch's varints."""
+
+    key: str
+    per_token: bool
+    value: Callable[[Embedding], object]
+    write: Callable[[object], wire.Chunks]
+
+
 class ExampleEncoder:
     """Serializes batches of embeddings as tf.Example bytes, in protobuf wire format written
     straight from the numpy outputs (``pipeline.example_wire``)."""
 
     def __init__(self, outputs: Sequence[str], sequence_dtype: str = schema.FLOAT32) -> None:
-        self._outputs = tuple(outputs)
-        self._half = None if sequence_dtype == schema.FLOAT32 else sequence_numpy_dtype(sequence_dtype)
+        self._fields = tuple(
+            _Field(feature.key, feature.shape == schema.PER_TOKEN,
+                   attrgetter(f"features.{feature.key}" if feature.from_features else feature.key),
+                   _writer(feature))
+            for feature in schema.written_features(outputs, sequence_dtype))
 
     def encode(self, embeddings: Sequence[Embedding]) -> list[bytes]:
         if not embeddings:
             return []
-        features = [e.features for e in embeddings]
-        ends = np.cumsum([f.sequence_length for f in features])
-        input_ids = wire.Int64Varints(np.concatenate([f.input_ids for f in features]))
-        segment_ids = wire.Int64Varints(np.concatenate([f.segment_ids for f in features]))
+        lengths = [e.features.sequence_length for e in embeddings]
+        ends = np.cumsum(lengths)
+        # Per-token int64 features are varint-encoded a batch at a time, then sliced per record.
+        varints = {key: wire.Int64Varints(np.concatenate([value(e) for e in embeddings]))
+                   for key, per_token, value, _ in self._fields if per_token}
         records = []
-        for index, (embedding, feature) in enumerate(zip(embeddings, features, strict=True)):
-            start, stop = int(ends[index]) - feature.sequence_length, int(ends[index])
-            fields = [
-                (schema.ID, wire.bytes_feature([feature.id.encode("utf-8")])),
-                (schema.WINDOW, wire.int64_scalar_feature(feature.window)),
-                (schema.TOKEN_OFFSET, wire.int64_scalar_feature(feature.token_offset)),
-                (schema.SEQUENCE_LENGTH, wire.int64_scalar_feature(feature.sequence_length)),
-                (schema.INPUT_IDS, wire.int64_feature(input_ids.span(start, stop))),
-                (schema.SEGMENT_IDS, wire.int64_feature(segment_ids.span(start, stop))),
-                (schema.HIDDEN_SIZE, wire.int64_scalar_feature(embedding.hidden_size)),
-            ]
-            if schema.POOLED in self._outputs:
-                fields.append((schema.POOLED_OUTPUT, wire.float_feature(embedding.pooled_output)))
-            if schema.MEAN in self._outputs:
-                fields.append((schema.MEAN_OUTPUT, wire.float_feature(embedding.mean_output)))
-            if schema.SEQUENCE in self._outputs:
-                fields.append((schema.SEQUENCE_OUTPUT, self._sequence_feature(embedding.sequence_output)))
-            records.append(wire.example(fields))
+        for embedding, length, end in zip(embeddings, lengths, ends.tolist(), strict=True):
+            records.append(wire.example([
+                (key, write(varints[key].span(end - length, end) if per_token else value(embedding)))
+                for key, per_token, value, write in self._fields
+            ]))
         return records
-
-    def _sequence_feature(self, sequence_output: np.ndarray) -> wire.Chunks:
-        if self._half is None:
-            return wire.float_feature(sequence_output)
-        raw = np.ascontiguousarray(sequence_output.astype(self._half, copy=False))
-        return wire.bytes_feature([memoryview(raw.reshape(-1).view(np.uint8))])

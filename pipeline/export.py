@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from transforms.bert_encoder import BertConfig, bert_forward, check_weights
+from transforms.call_conventions import INPUT_IDS, INPUT_MASK, POOLED_OUTPUT, SEGMENT_IDS, SEQUENCE_OUTPUT
 
 TF1_MODULE_DEF = b"\x08\x03"  # hub ModuleDef proto {format: FORMAT_V3}
 TRAIN_DROPOUT_RATE = 0.1
@@ -67,9 +68,9 @@ def export_tf1_hub_module(
                                       initializer=v1.zeros_initializer())
                 for name, value in weights.items()
             }
-            input_ids = v1.placeholder(tf.int32, [None, None], name="input_ids")
-            input_mask = v1.placeholder(tf.int32, [None, None], name="input_mask")
-            segment_ids = v1.placeholder(tf.int32, [None, None], name="segment_ids")
+            input_ids = v1.placeholder(tf.int32, [None, None], name=INPUT_IDS)
+            input_mask = v1.placeholder(tf.int32, [None, None], name=INPUT_MASK)
+            segment_ids = v1.placeholder(tf.int32, [None, None], name=SEGMENT_IDS)
             pooled, sequence = bert_forward(variables, config, input_ids, input_mask, segment_ids)
             train_pooled, train_sequence = bert_forward(
                 variables, config, input_ids, input_mask, segment_ids, TRAIN_DROPOUT_RATE
@@ -77,7 +78,7 @@ def export_tf1_hub_module(
             vocab_file = tf.constant(exporter_vocab, name="vocab_file")
             lower_case = tf.constant(do_lower_case, name="do_lower_case")
             info = {"vocab_file": vocab_file, "do_lower_case": lower_case}
-            inputs = {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids}
+            inputs = {INPUT_IDS: input_ids, INPUT_MASK: input_mask, SEGMENT_IDS: segment_ids}
 
             def signatures(pooled_tensor, sequence_tensor):
                 build = v1.saved_model.signature_def_utils.build_signature_def
@@ -85,8 +86,7 @@ def export_tf1_hub_module(
                 return {
                     "tokens": build(
                         {k: info_of(t) for k, t in inputs.items()},
-                        {"pooled_output": info_of(pooled_tensor),
-                         "sequence_output": info_of(sequence_tensor)},
+                        {POOLED_OUTPUT: info_of(pooled_tensor), SEQUENCE_OUTPUT: info_of(sequence_tensor)},
                     ),
                     "tokenization_info": build({}, {k: info_of(t) for k, t in info.items()}),
                 }
@@ -163,15 +163,15 @@ def export_tf2_saved_model(
         @tf.function
         def __call__(self, inputs, training=False):
             pooled, sequence = bert_forward(
-                self.bert_weights, config, inputs["input_word_ids"], inputs["input_mask"],
+                self.bert_weights, config, inputs["input_word_ids"], inputs[INPUT_MASK],
                 inputs["input_type_ids"], TRAIN_DROPOUT_RATE if training else 0.0,
             )
-            return {"pooled_output": pooled, "sequence_output": sequence, "default": pooled}
+            return {POOLED_OUTPUT: pooled, SEQUENCE_OUTPUT: sequence, "default": pooled}
 
         @tf.function(input_signature=[spec, spec, spec])
         def serve(self, input_word_ids, input_mask, input_type_ids):
             return self.__call__(
-                {"input_word_ids": input_word_ids, "input_mask": input_mask,
+                {"input_word_ids": input_word_ids, INPUT_MASK: input_mask,
                  "input_type_ids": input_type_ids},
                 training=False,
             )
@@ -180,7 +180,7 @@ def export_tf2_saved_model(
         vocab_path = os.path.join(staging, "vocab.txt")
         _write_vocab(vocab_lines, vocab_path)
         module = ExportedBert(vocab_path)
-        dict_spec = {"input_word_ids": spec, "input_mask": spec, "input_type_ids": spec}
+        dict_spec = {"input_word_ids": spec, INPUT_MASK: spec, "input_type_ids": spec}
         module.__call__.get_concrete_function(dict_spec, training=False)
         module.__call__.get_concrete_function(dict_spec, training=True)
         tf.saved_model.save(module, output_dir, signatures={"serving_default": module.serve})

@@ -17,6 +17,7 @@ from pipeline.options import BertBeamOptions, ConfigurationError
 from pipeline.sinks import default_dead_letter_prefix
 from pipeline.sources import InputConfig, binary_inputs_error
 from transforms.batching import BatchingConfig
+from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.embed import TokenizerConfig
 from transforms.features import FeatureConfig, pad_batch, parse_bucket_boundaries
 from transforms.model_loading import LoadedBert, ModelConfig, ModelError, parse_tensor_names
@@ -131,7 +132,7 @@ def _tokenizer_config(options: BertBeamOptions, model: LoadedBert) -> TokenizerC
 
 def _probe_hidden_size(model: LoadedBert, tokenizer: TokenizerConfig, outputs: tuple[str, ...]) -> int:
     """Runs [CLS] (last vocab id) [SEP] through the model: proves it answers and the vocab fits."""
-    if schema.POOLED in outputs and "pooled_output" not in model.output_keys:
+    if schema.POOLED in outputs and POOLED_OUTPUT not in model.output_keys:
         raise ConfigurationError(
             f"--outputs asks for pooled, but the model has no pooled output (it is "
             f"{model.describe()}); use --outputs mean,sequence or map one with --signature_tensors "
@@ -148,7 +149,7 @@ def _probe_hidden_size(model: LoadedBert, tokenizer: TokenizerConfig, outputs: t
             f"{model.convention.describe()}: {type(error).__name__}: {str(error)[:300]} "
             f"Its callables:\n{model.describe_callables()}"
         ) from error
-    return int(result["sequence_output"].shape[-1])
+    return int(result[SEQUENCE_OUTPUT].shape[-1])
 
 
 def probe_failure_kind(error: BaseException, vocab_size: int) -> str:

@@ -31,7 +31,8 @@ class OutputLayout:
 
 @dataclass(frozen=True)
 class EmbeddingRecord:
-    """One output record as numpy arrays; sequence_output is [sequence_length, hidden_size]."""
+    """One output record as numpy arrays, a field per ``schema.FEATURES`` key; sequence_output is
+    [sequence_length, hidden_size]."""
 
     id: str
     window: int
@@ -71,17 +72,16 @@ def feature_spec(outputs: tuple[str, ...], hidden_size: int, sequence_dtype: str
     """
     import tensorflow as tf
 
-    spec = {schema.ID: tf.io.FixedLenFeature([], tf.string)}
-    for key in schema.SCALAR_INT_FEATURES:
-        spec[key] = tf.io.FixedLenFeature([], tf.int64)
-    for key in schema.TOKEN_INT_FEATURES:
-        spec[key] = tf.io.RaggedFeature(tf.int64)
-    for kind in (schema.POOLED, schema.MEAN):
-        if kind in outputs:
-            spec[schema.OUTPUT_FEATURES[kind]] = tf.io.FixedLenFeature([hidden_size], tf.float32)
-    if schema.SEQUENCE in outputs:
-        spec[schema.SEQUENCE_OUTPUT] = (tf.io.RaggedFeature(tf.float32) if sequence_dtype == schema.FLOAT32
-                                        else tf.io.FixedLenFeature([], tf.string))
+    types = {schema.BYTES: tf.string, schema.INT64: tf.int64, schema.FLOAT32: tf.float32}
+    spec = {}
+    for feature in schema.written_features(outputs, sequence_dtype):
+        dtype = types[feature.dtype]
+        if feature.single_value:
+            spec[feature.key] = tf.io.FixedLenFeature([], dtype)
+        elif feature.shape == schema.HIDDEN:
+            spec[feature.key] = tf.io.FixedLenFeature([hidden_size], dtype)
+        else:
+            spec[feature.key] = tf.io.RaggedFeature(dtype)
     return spec
 
 
@@ -101,7 +101,8 @@ def make_dataset(prefix: str, layout: OutputLayout | None = None):
     if not files:
         raise FileNotFoundError(f"No shards match {prefix}{SHARD_PATTERN}[.gz].")
     spec = feature_spec(layout.outputs, layout.hidden_size, layout.sequence_dtype)
-    raw_dtype = {"float16": tf.float16, "bfloat16": tf.bfloat16}.get(layout.sequence_dtype)
+    matrices = [feature for feature in schema.written_features(layout.outputs, layout.sequence_dtype)
+                if feature.shape == schema.PER_TOKEN_HIDDEN]
     compressions = {"GZIP" if name.endswith(".gz") else "" for name in files}
     if len(compressions) > 1:
         raise ValueError(f"{prefix} mixes compressed and uncompressed shards.")
@@ -109,11 +110,12 @@ def make_dataset(prefix: str, layout: OutputLayout | None = None):
 
     def parse(serialized):
         record = tf.io.parse_single_example(serialized, spec)
-        if schema.SEQUENCE_OUTPUT in record:
-            sequence = record[schema.SEQUENCE_OUTPUT]
-            if raw_dtype is not None:
-                sequence = tf.cast(tf.io.decode_raw(sequence, raw_dtype, little_endian=True), tf.float32)
-            record[schema.SEQUENCE_OUTPUT] = tf.reshape(sequence, [-1, record[schema.HIDDEN_SIZE]])
+        for feature in matrices:
+            values = record[feature.key]
+            if feature.raw_dtype is not None:
+                values = tf.cast(tf.io.decode_raw(values, tf.as_dtype(feature.raw_dtype), little_endian=True),
+                                 tf.float32)
+            record[feature.key] = tf.reshape(values, [-1, record[schema.HIDDEN_SIZE]])
         return record
 
     return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -123,15 +125,12 @@ def read_embeddings(prefix: str) -> Iterator[EmbeddingRecord]:
     """Every record under ``prefix`` as numpy, shard by shard."""
     layout = load_layout(prefix)
     for record in make_dataset(prefix, layout).as_numpy_iterator():
-        yield EmbeddingRecord(
-            id=record[schema.ID].decode("utf-8"),
-            window=int(record[schema.WINDOW]),
-            token_offset=int(record[schema.TOKEN_OFFSET]),
-            sequence_length=int(record[schema.SEQUENCE_LENGTH]),
-            input_ids=record[schema.INPUT_IDS],
-            segment_ids=record[schema.SEGMENT_IDS],
-            hidden_size=int(record[schema.HIDDEN_SIZE]),
-            pooled_output=record.get(schema.POOLED_OUTPUT),
-            mean_output=record.get(schema.MEAN_OUTPUT),
-            sequence_output=record.get(schema.SEQUENCE_OUTPUT),
-        )
+        yield EmbeddingRecord(**{feature.key: _numpy_value(feature, record.get(feature.key))
+                                 for feature in schema.FEATURES})
+
+
+def _numpy_value(feature: schema.OutputFeature, value):
+    """A parsed value as ``EmbeddingRecord`` holds it: a one-value feature as str or int."""
+    if value is None or not feature.single_value:
+        return value
+    return value.decode("utf-8") if feature.dtype == schema.BYTES else int(value)

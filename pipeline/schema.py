@@ -1,39 +1,107 @@
-"""The output contract: feature keys, types and shapes, declared once.
+"""The output contract: one table of the written features, their types, shapes and presence.
 
-The writer, the reader, the tensorflow-metadata schema file and the tests all
-derive from these constants.
+The tf.Example writer, the reader, the tensorflow-metadata schema file and the tests all
+iterate ``FEATURES``; the model tensors' own names (``transforms.call_conventions``) are the
+keys of the features that hold them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
+from transforms.call_conventions import INPUT_IDS, MEAN_OUTPUT, POOLED_OUTPUT, SEGMENT_IDS, SEQUENCE_OUTPUT
 from transforms.model_outputs import FLOAT32, MEAN, OUTPUT_KINDS, POOLED, SEQUENCE, SEQUENCE_DTYPES
 
-__all__ = ["FLOAT32", "MEAN", "POOLED", "SEQUENCE", "SEQUENCE_DTYPES"]  # re-exported: the contract
+__all__ = [  # re-exported: the contract
+    "FLOAT32", "INPUT_IDS", "MEAN", "MEAN_OUTPUT", "POOLED", "POOLED_OUTPUT", "SEGMENT_IDS", "SEQUENCE",
+    "SEQUENCE_DTYPES", "SEQUENCE_OUTPUT",
+]
 
 ID = "id"
 WINDOW = "window"
 TOKEN_OFFSET = "token_offset"
 SEQUENCE_LENGTH = "sequence_length"
-INPUT_IDS = "input_ids"
-SEGMENT_IDS = "segment_ids"
 HIDDEN_SIZE = "hidden_size"
-POOLED_OUTPUT = "pooled_output"
-MEAN_OUTPUT = "mean_output"
-SEQUENCE_OUTPUT = "sequence_output"
+
+# The type of a feature's stored values.
+BYTES = "bytes"
+INT64 = "int64"
+# How many values a record holds (a bytes feature always holds one).
+ONE = "one"
+PER_TOKEN = "per_token"  # sequence_length
+HIDDEN = "hidden"  # hidden_size
+PER_TOKEN_HIDDEN = "per_token_hidden"  # sequence_length * hidden_size, row-major [T, H]
 
 OUTPUT_CHOICES = OUTPUT_KINDS
-OUTPUT_FEATURES = {POOLED: POOLED_OUTPUT, MEAN: MEAN_OUTPUT, SEQUENCE: SEQUENCE_OUTPUT}
 DTYPE_TAG = "dtype:"
 
 SCHEMA_SUFFIX = ".schema.pbtxt"
 SHARD_SUFFIX = ".tfrecord"
 
-# Scalar int64 features, one value per record.
-SCALAR_INT_FEATURES = (WINDOW, TOKEN_OFFSET, SEQUENCE_LENGTH, HIDDEN_SIZE)
-# Token-level int64 features, sequence_length values per record.
-TOKEN_INT_FEATURES = (INPUT_IDS, SEGMENT_IDS)
+
+@dataclass(frozen=True)
+class OutputFeature:
+    """One feature of the written tf.Examples: its key, values, presence and schema comment.
+
+    Its value is the ``Embedding`` attribute named ``key``, or its ``Features``' one where
+    ``from_features``. ``raw_comment`` marks a feature that a 16-bit ``--sequence_dtype``
+    stores as one bytes value of raw little-endian numbers, ``raw_dtype`` then naming them
+    (``written_features`` resolves it).
+    """
+
+    key: str
+    dtype: str
+    shape: str
+    comment: str
+    kind: str | None = None  # the output kind that writes it; None: every record has it
+    from_features: bool = False
+    is_hidden_size: bool = False  # its one value is the run's hidden size
+    raw_comment: str | None = None
+    raw_dtype: str | None = None
+
+    @property
+    def single_value(self) -> bool:
+        """A record holds exactly one value of it."""
+        return self.dtype == BYTES or self.shape == ONE
+
+
+# Every feature, in the order each Example writes them.
+FEATURES = (
+    OutputFeature(ID, BYTES, ONE, "Document id (UTF-8).", from_features=True),
+    OutputFeature(WINDOW, INT64, ONE, "Window index within the document, 0 when not windowed.",
+                  from_features=True),
+    OutputFeature(TOKEN_OFFSET, INT64, ONE,
+                  "Position of the window's first wordpiece in the document's wordpieces (without [CLS]).",
+                  from_features=True),
+    OutputFeature(SEQUENCE_LENGTH, INT64, ONE, "Real tokens, [CLS] and [SEP] included.", from_features=True),
+    OutputFeature(INPUT_IDS, INT64, PER_TOKEN, "Wordpiece ids, sequence_length values.", from_features=True),
+    OutputFeature(SEGMENT_IDS, INT64, PER_TOKEN, "Segment ids (0 for text A, 1 for text B).",
+                  from_features=True),
+    OutputFeature(HIDDEN_SIZE, INT64, ONE, "Width of the model's outputs.", is_hidden_size=True),
+    OutputFeature(POOLED_OUTPUT, FLOAT32, HIDDEN, "The model's pooled_output.", kind=POOLED),
+    OutputFeature(MEAN_OUTPUT, FLOAT32, HIDDEN,
+                  "Mean of sequence_output over the real tokens, [CLS] and [SEP] included.", kind=MEAN),
+    OutputFeature(SEQUENCE_OUTPUT, FLOAT32, PER_TOKEN_HIDDEN,
+                  "sequence_output of the real tokens, row-major [sequence_length, hidden_size].",
+                  kind=SEQUENCE,
+                  raw_comment="sequence_output of the real tokens as raw little-endian {dtype}, "
+                  "row-major [sequence_length, hidden_size]."),
+)
+OUTPUT_FEATURES = {feature.kind: feature.key for feature in FEATURES if feature.kind is not None}
+
+
+def written_features(outputs: Sequence[str], sequence_dtype: str = FLOAT32) -> tuple[OutputFeature, ...]:
+    """The features a run with ``outputs`` writes, in order; 16-bit ones in their bytes form."""
+    written = []
+    for feature in FEATURES:
+        if feature.kind is not None and feature.kind not in outputs:
+            continue
+        if feature.raw_comment is not None and sequence_dtype != FLOAT32:
+            feature = replace(feature, dtype=BYTES, comment=feature.raw_comment.format(dtype=sequence_dtype),
+                              raw_dtype=sequence_dtype)
+        written.append(feature)
+    return tuple(written)
 
 
 def parse_outputs(text: str) -> tuple[str, ...]:
@@ -55,41 +123,23 @@ def build_schema(outputs: Sequence[str], hidden_size: int, sequence_dtype: str =
     """
     from tensorflow_metadata.proto.v0 import schema_pb2
 
+    types = {BYTES: schema_pb2.BYTES, INT64: schema_pb2.INT, FLOAT32: schema_pb2.FLOAT}
     schema = schema_pb2.Schema()
-
-    def add(name: str, kind: int, fixed: int | None, description: str) -> None:
-        feature = schema.feature.add(name=name, type=kind)
-        feature.presence.min_fraction = 1.0
-        feature.presence.min_count = 1
-        if fixed is not None:
-            feature.shape.dim.add(size=fixed)
+    for feature in written_features(outputs, sequence_dtype):
+        entry = schema.feature.add(name=feature.key, type=types[feature.dtype])
+        entry.presence.min_fraction = 1.0
+        entry.presence.min_count = 1
+        if feature.single_value:
+            entry.shape.dim.add(size=1)
+        elif feature.shape == HIDDEN:
+            entry.shape.dim.add(size=hidden_size)
         else:
-            feature.value_count.min = 1
-        feature.annotation.comment.append(description)
-
-    add(ID, schema_pb2.BYTES, 1, "Document id (UTF-8).")
-    add(WINDOW, schema_pb2.INT, 1, "Window index within the document, 0 when not windowed.")
-    add(TOKEN_OFFSET, schema_pb2.INT, 1,
-        "Position of the window's first wordpiece in the document's wordpieces (without [CLS]).")
-    add(SEQUENCE_LENGTH, schema_pb2.INT, 1, "Real tokens, [CLS] and [SEP] included.")
-    add(INPUT_IDS, schema_pb2.INT, None, "Wordpiece ids, sequence_length values.")
-    add(SEGMENT_IDS, schema_pb2.INT, None, "Segment ids (0 for text A, 1 for text B).")
-    add(HIDDEN_SIZE, schema_pb2.INT, 1, "Width of the model's outputs.")
-    hidden = next(feature for feature in schema.feature if feature.name == HIDDEN_SIZE)
-    hidden.int_domain.min = hidden.int_domain.max = hidden_size
-    if POOLED in outputs:
-        add(POOLED_OUTPUT, schema_pb2.FLOAT, hidden_size, "The model's pooled_output.")
-    if MEAN in outputs:
-        add(MEAN_OUTPUT, schema_pb2.FLOAT, hidden_size,
-            "Mean of sequence_output over the real tokens, [CLS] and [SEP] included.")
-    if SEQUENCE in outputs and sequence_dtype == FLOAT32:
-        add(SEQUENCE_OUTPUT, schema_pb2.FLOAT, None,
-            "sequence_output of the real tokens, row-major [sequence_length, hidden_size].")
-    elif SEQUENCE in outputs:
-        add(SEQUENCE_OUTPUT, schema_pb2.BYTES, 1,
-            f"sequence_output of the real tokens as raw little-endian {sequence_dtype}, "
-            "row-major [sequence_length, hidden_size].")
-        schema.feature[-1].annotation.tag.append(DTYPE_TAG + sequence_dtype)
+            entry.value_count.min = 1
+        entry.annotation.comment.append(feature.comment)
+        if feature.is_hidden_size:
+            entry.int_domain.min = entry.int_domain.max = hidden_size
+        if feature.raw_dtype is not None:
+            entry.annotation.tag.append(DTYPE_TAG + feature.raw_dtype)
     return schema
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,6 +13,7 @@ from reference_encoding import encode_with_tfx_bsl
 from pipeline import example_wire as wire
 from pipeline import schema
 from pipeline.encoding import ExampleEncoder
+from pipeline.reader import EmbeddingRecord, feature_spec
 from transforms.records import Embedding, Features
 
 _INT64_EDGES = [0, 1, 127, 128, 255, 300, 16383, 16384, 2**31 - 1, 2**31, 2**35, 2**56, 2**63 - 1,
@@ -80,3 +83,16 @@ def test_records_equal_tfx_bsls(outputs, sequence_dtype):
 
 def test_an_empty_batch_encodes_to_nothing():
     assert ExampleEncoder(("pooled",)).encode([]) == []
+
+
+@pytest.mark.parametrize("sequence_dtype", schema.SEQUENCE_DTYPES)
+@pytest.mark.parametrize("outputs", [("pooled",), ("mean", "sequence"), ("sequence", "pooled", "mean")])
+def test_the_writer_the_schema_and_the_reader_follow_the_feature_table(outputs, sequence_dtype):
+    import tensorflow as tf
+
+    keys = [feature.key for feature in schema.written_features(outputs, sequence_dtype)]
+    (record,) = ExampleEncoder(outputs, sequence_dtype).encode(_embeddings(np.random.default_rng(3), [4], 8))
+    assert sorted(tf.train.Example.FromString(record).features.feature) == sorted(keys)
+    assert [feature.name for feature in schema.build_schema(outputs, 8, sequence_dtype).feature] == keys
+    assert list(feature_spec(outputs, 8, sequence_dtype)) == keys
+    assert [field.name for field in dataclasses.fields(EmbeddingRecord)] == [f.key for f in schema.FEATURES]

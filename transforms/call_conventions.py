@@ -16,21 +16,23 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+# The pipeline's names for the tensors of a model call, used everywhere (and as output feature keys).
 INPUT_IDS = "input_ids"
 INPUT_MASK = "input_mask"
 SEGMENT_IDS = "segment_ids"
 POOLED_OUTPUT = "pooled_output"
 SEQUENCE_OUTPUT = "sequence_output"
+MEAN_OUTPUT = "mean_output"  # reduced from sequence_output inside the call (transforms.model_outputs)
 INPUT_KEYS = (INPUT_IDS, INPUT_MASK, SEGMENT_IDS)
 OUTPUT_KEYS = (POOLED_OUTPUT, SEQUENCE_OUTPUT)
 REQUIRED_INPUTS = (INPUT_IDS, INPUT_MASK)
 # Names that common exports use for each pipeline tensor, tried in order.
 KNOWN_TENSOR_NAMES = {
-    INPUT_IDS: ("input_ids", "input_word_ids"),
-    INPUT_MASK: ("input_mask", "attention_mask"),
-    SEGMENT_IDS: ("segment_ids", "input_type_ids", "token_type_ids"),
-    POOLED_OUTPUT: ("pooled_output", "pooler_output", "default"),
-    SEQUENCE_OUTPUT: ("sequence_output", "last_hidden_state", "encoder_outputs"),
+    INPUT_IDS: (INPUT_IDS, "input_word_ids"),
+    INPUT_MASK: (INPUT_MASK, "attention_mask"),
+    SEGMENT_IDS: (SEGMENT_IDS, "input_type_ids", "token_type_ids"),
+    POOLED_OUTPUT: (POOLED_OUTPUT, "pooler_output", "default"),
+    SEQUENCE_OUTPUT: (SEQUENCE_OUTPUT, "last_hidden_state", "encoder_outputs"),
 }
 # The order of a list input, as TF Hub's first TF2 BERT encoders take it.
 LIST_INPUT_ORDER = (INPUT_IDS, INPUT_MASK, SEGMENT_IDS)

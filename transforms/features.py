@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from transforms.call_conventions import INPUT_IDS, INPUT_MASK, SEGMENT_IDS
 from transforms.records import Document, Features
 from transforms.tokenization import FullTokenizer
 
@@ -180,4 +181,4 @@ def pad_batch(features: Sequence[Features], length: int, rows: int | None = None
         input_ids[row, :n] = feature.input_ids
         input_mask[row, :n] = 1
         segment_ids[row, :n] = feature.segment_ids
-    return {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids}
+    return {INPUT_IDS: input_ids, INPUT_MASK: input_mask, SEGMENT_IDS: segment_ids}

@@ -13,7 +13,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms import counters
 from transforms.batching import BatchingConfig
-from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
+from transforms.call_conventions import INPUT_MASK, POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.devices import configure_gpus, configure_threads
 from transforms.features import pad_batch
 from transforms.garbage import freeze_loaded_objects
@@ -88,9 +88,9 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
             outputs = model(arrays, self._outputs)
         self._batch_latency_ms.update(int((time.perf_counter() - start) * 1000))
         self._batches.inc()
-        real = int(arrays["input_mask"].sum())
+        real = int(arrays[INPUT_MASK].sum())
         self._real_tokens.inc(real)
-        self._padded_tokens.inc(arrays["input_mask"].size - real)
+        self._padded_tokens.inc(arrays[INPUT_MASK].size - real)
         sequence = outputs.get(SEQUENCE_OUTPUT)
         vectors = {key: outputs[key] for key in (POOLED_OUTPUT, MEAN_OUTPUT) if key in outputs}
         results = []

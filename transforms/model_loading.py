@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from transforms.call_conventions import (
+    INPUT_IDS,
     INPUT_KEYS,
     INPUT_MASK,
     OUTPUT_KEYS,
@@ -246,7 +247,7 @@ class LoadedBert:
         """
         import tensorflow as tf
 
-        length = batch["input_ids"].shape[1]
+        length = batch[INPUT_IDS].shape[1]
         fixed = self.convention.fixed_length
         if fixed is not None and length > fixed:
             raise ValueError(f"The model takes sequences of exactly {fixed} tokens, not {length}.")

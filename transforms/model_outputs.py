@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
+from transforms.call_conventions import MEAN_OUTPUT, POOLED_OUTPUT, SEQUENCE_OUTPUT
 
 POOLED = "pooled"
 MEAN = "mean"
 SEQUENCE = "sequence"
 OUTPUT_KINDS = (POOLED, MEAN, SEQUENCE)
-MEAN_OUTPUT = "mean_output"
 OUTPUT_KEYS = {POOLED: POOLED_OUTPUT, MEAN: MEAN_OUTPUT, SEQUENCE: SEQUENCE_OUTPUT}
 
 FLOAT32 = "float32"
