@@ -39,7 +39,6 @@ from pipeline.summary import RunSummary, summarize
 from transforms.embed import EmbedDocuments
 from transforms.model_handler import BertModelHandler
 from transforms.model_outputs import OutputRequest
-from transforms.records import REJECTED_TAG
 
 
 def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
@@ -60,12 +59,12 @@ def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
         plan.tokenizer_config, plan.feature_config, plan.batching, handler,
         inference_hints=inference_resource_hints(pipeline.options),
     )
-    _ = embedded["embeddings"] | "WriteEmbeddings" >> WriteEmbeddings(
+    _ = embedded.embeddings | "WriteEmbeddings" >> WriteEmbeddings(
         plan.output_prefix, plan.outputs, plan.hidden_size, plan.output_compression, plan.num_shards,
         plan.sequence_dtype,
     )
     _ = (
-        (read[REJECTED_TAG], embedded[REJECTED_TAG])
+        (read.rejected, embedded.rejected)
         | "MergeRejected" >> beam.Flatten()
         | "WriteDeadLetters" >> WriteDeadLetters(plan.dead_letter_prefix, plan.excerpt_chars)
     )

@@ -21,6 +21,7 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import apache_beam as beam
 import zstandard
@@ -351,19 +352,27 @@ def _bounded_lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, b
             line_number, pending[:EXCERPT_CHARS], True)
 
 
+class ReadDocumentsResult(NamedTuple):
+    """What ``ReadDocuments`` returns."""
+
+    documents: beam.PCollection  # of Document
+    rejected: beam.PCollection  # of Rejected: unreadable files and records
+
+
 class ReadDocuments(beam.PTransform):
-    """File pattern → Documents (main output) and Rejected (tagged ``rejected``)."""
+    """File pattern → ``ReadDocumentsResult``: Documents and Rejected."""
 
     def __init__(self, file_pattern: str, config: InputConfig) -> None:
         super().__init__()
         self._file_pattern = file_pattern
         self._config = config
 
-    def expand(self, pbegin):
-        return (
+    def expand(self, pbegin) -> ReadDocumentsResult:
+        read = (
             pbegin
             | "MatchFiles" >> fileio.MatchFiles(self._file_pattern)
             | "ReadMatches" >> fileio.ReadMatches()
             | "ReadRecords" >> beam.ParDo(_ReadRecords(self._config)).with_outputs(
                 REJECTED_TAG, main="documents")
         )
+        return ReadDocumentsResult(read.documents, read[REJECTED_TAG])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -11,11 +12,10 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 
 from transforms import counters
 from transforms.batching import BatchByLength, BatchingConfig
-from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
+from transforms.call_conventions import MEAN_OUTPUT, POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.features import FeatureConfig, document_features
 from transforms.garbage import freeze_loaded_objects
 from transforms.model_handler import BertModelHandler
-from transforms.model_outputs import MEAN_OUTPUT
 from transforms.records import (
     REJECTED_TAG,
     STAGE_INFERENCE,
@@ -113,8 +113,15 @@ def _failed_batch_to_rejected(
                        STAGE_INFERENCE, features.window)
 
 
+class EmbedDocumentsResult(NamedTuple):
+    """What ``EmbedDocuments`` returns, as Beam's ``RunInference`` returns ``RunInferenceDLQ``."""
+
+    embeddings: beam.PCollection  # of Embedding
+    rejected: beam.PCollection  # of Rejected: tokenizing and inference failures
+
+
 class EmbedDocuments(beam.PTransform):
-    """Documents → Embeddings (main) and Rejected (tagged ``rejected``).
+    """Documents → ``EmbedDocumentsResult``: Embeddings and Rejected.
 
     Tokenizes with the model's own WordPiece vocabulary, builds google-research/bert
     features, batches them by length and runs the model with Beam RunInference.
@@ -137,7 +144,7 @@ class EmbedDocuments(beam.PTransform):
         self._batching = batching
         self._model_handler = model_handler
 
-    def expand(self, documents):
+    def expand(self, documents) -> EmbedDocumentsResult:
         tokenized = documents | "Tokenize" >> beam.ParDo(
             _TokenizeDocument(self._tokenizer, self._features)
         ).with_outputs(REJECTED_TAG, main="features")
@@ -148,4 +155,4 @@ class EmbedDocuments(beam.PTransform):
         embeddings = inferred | "ToEmbedding" >> beam.Map(_to_embedding)
         failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch_to_rejected)
         rejected = (tokenized[REJECTED_TAG], failed) | "MergeRejected" >> beam.Flatten()
-        return {"embeddings": embeddings, REJECTED_TAG: rejected}
+        return EmbedDocumentsResult(embeddings, rejected)
