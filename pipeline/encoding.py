@@ -30,7 +30,7 @@ def sequence_numpy_dtype(sequence_dtype: str) -> np.dtype:
 def _raw_feature(dtype: np.dtype) -> Callable[[np.ndarray], wire.Chunks]:
     def write(values: np.ndarray) -> wire.Chunks:
         raw = np.ascontiguousarray(values.astype(dtype, copy=False))
-        return wire.bytes_feature([memoryview(raw.reshape(-1).view(np.uint8))])
+        return wire.bytes_feature([raw.reshape(-1).view(np.uint8)])
 
     return write
 
@@ -71,6 +71,12 @@ class ExampleEncoder:
             for feature in schema.written_features(outputs, sequence_dtype))
 
     def encode(self, embeddings: Sequence[Embedding]) -> list[bytes]:
+        """Each embedding's serialized Example."""
+        return [bytes(parts) for parts in self.encode_parts(embeddings)]
+
+    def encode_parts(self, embeddings: Sequence[Embedding]) -> list[wire.SerializedParts]:
+        """Each embedding's serialized Example as pieces that view the outputs' buffers, for the shard
+        sink to write without joining them."""
         if not embeddings:
             return []
         lengths = [e.features.sequence_length for e in embeddings]
@@ -80,7 +86,7 @@ class ExampleEncoder:
                    for key, per_token, value, _ in self._fields if per_token}
         records = []
         for embedding, length, end in zip(embeddings, lengths, ends.tolist(), strict=True):
-            records.append(wire.example([
+            records.append(wire.example_parts([
                 (key, write(varints[key].span(end - length, end) if per_token else value(embedding)))
                 for key, per_token, value, write in self._fields
             ]))

@@ -1,6 +1,7 @@
 """``tf.train.Example`` in protobuf wire format, written straight from numpy buffers.
 
-A float feature's payload is the array's little-endian bytes (one copy), an int64
+A float feature's payload is the array's little-endian bytes (a view: copied once when the
+record is joined, or not at all when the shard sink writes its parts), an int64
 feature's payload is its varints (computed for a whole batch at once with numpy),
 and everything else is a few length-prefixed headers. The layout follows
 ``tensorflow/core/example/example.proto`` and ``feature.proto``::
@@ -35,8 +36,21 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-# The serialized pieces of one message, joined once when the Example is built.
-Chunks = list[bytes | memoryview]
+# The serialized pieces of one message: bytes, and 1-D uint8 views of numpy arrays (which
+# ``bytes.join``, file writes and CRC32C all take as they are).
+Chunks = list[bytes | np.ndarray]
+
+
+class SerializedParts(tuple):
+    """A serialized message as its pieces in order, for a writer that writes them one after the
+    other instead of joining them first; ``bytes(parts)`` joins them. Pickled (when it crosses a
+    fusion break) it becomes its joined bytes."""
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self)
+
+    def __reduce__(self):
+        return bytes, (bytes(self),)
 
 
 def _header(tag: bytes, length: int) -> bytes:
@@ -94,7 +108,7 @@ def float_feature(values: np.ndarray) -> Chunks:
     """A Feature holding a packed FloatList of the array's values (any shape, row-major);
     the payload is a view of the array, copied once when the Example is joined."""
     array = np.ascontiguousarray(values, dtype=_LITTLE_ENDIAN_FLOAT32)
-    return _field(_FLOAT_LIST, _packed_list(memoryview(array.reshape(-1).view(np.uint8))))
+    return _field(_FLOAT_LIST, _packed_list(array.reshape(-1).view(np.uint8)))
 
 
 def int64_feature(packed_varints: bytes) -> Chunks:
@@ -107,11 +121,16 @@ def int64_scalar_feature(value: int) -> Chunks:
     return int64_feature(varint(value))
 
 
-def example(features: Sequence[tuple[str, Chunks]]) -> bytes:
-    """A serialized Example from (key, Feature chunks) pairs, written in the given order."""
+def example_parts(features: Sequence[tuple[str, Chunks]]) -> SerializedParts:
+    """A serialized Example from (key, Feature chunks) pairs, written in the given order, as pieces."""
     entries: Chunks = []
     for key, feature in features:
         entries += _field(_LENGTH_DELIMITED_FIELD_1,
                           [*_field(_LENGTH_DELIMITED_FIELD_1, [key.encode("utf-8")]),
                            *_field(_MAP_VALUE, feature)])
-    return b"".join(_field(_LENGTH_DELIMITED_FIELD_1, entries))
+    return SerializedParts(_field(_LENGTH_DELIMITED_FIELD_1, entries))
+
+
+def example(features: Sequence[tuple[str, Chunks]]) -> bytes:
+    """A serialized Example from (key, Feature chunks) pairs, written in the given order."""
+    return bytes(example_parts(features))

@@ -14,9 +14,11 @@ import json
 import logging
 import posixpath
 import struct
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import google_crc32c
+import numpy as np
 from apache_beam.coders import BytesCoder
 from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressedFile, CompressionTypes
@@ -33,27 +35,45 @@ def _read_json(path: str) -> dict:
         return json.loads(handle.read().decode("utf-8"))
 
 
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC32C of ``data``."""
-    crc = google_crc32c.value(data)
+# A record's payload: its bytes, or its pieces in order (bytes and 1-D uint8 numpy views of the
+# model's outputs: ``example_wire.SerializedParts``), written without joining them.
+Payload = bytes | Sequence[bytes | np.ndarray]
+
+
+def _mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def record_header(payload: bytes) -> bytes:
+def masked_crc32c(data: Payload) -> int:
+    """TFRecord's masked CRC32C of ``data``."""
+    if isinstance(data, bytes):
+        return _mask(google_crc32c.value(data))
+    crc = 0
+    for part in data:
+        crc = google_crc32c.extend(crc, part)
+    return _mask(crc)
+
+
+def _size(payload: Payload) -> int:
+    return len(payload) if isinstance(payload, bytes) else sum(len(part) for part in payload)
+
+
+def record_header(payload: Payload) -> bytes:
     """The 12 bytes before a TFRecord payload: its length and the length's masked CRC."""
-    length = struct.pack("<Q", len(payload))
+    length = struct.pack("<Q", _size(payload))
     return length + struct.pack("<I", masked_crc32c(length))
 
 
-def record_footer(payload: bytes) -> bytes:
+def record_footer(payload: Payload) -> bytes:
     """The 4 bytes after a TFRecord payload: its masked CRC."""
     return struct.pack("<I", masked_crc32c(payload))
 
 
-def write_record(stream, payload: bytes) -> None:
+def write_record(stream, payload: Payload) -> None:
     """One TFRecord: framing and payload as separate writes, so the payload is never copied here."""
     stream.write(record_header(payload))
-    stream.write(payload)
+    for part in (payload,) if isinstance(payload, bytes) else payload:
+        stream.write(part)
     stream.write(record_footer(payload))
 
 
@@ -113,9 +133,13 @@ class TFRecordShardSink(FileBasedSink):
     def open(self, temp_path: str) -> _ShardHandle:
         return _ShardHandle(temp_path, self.compression_type)
 
-    def write_encoded_record(self, file_handle: _ShardHandle, encoded_value: bytes) -> None:
-        write_record(file_handle.stream, encoded_value)
+    def write_record(self, file_handle: _ShardHandle, value: Payload) -> None:
+        """Writes a record's bytes or pieces as they are: no coder joins them first."""
+        write_record(file_handle.stream, value)
         file_handle.records += 1
+
+    def write_encoded_record(self, file_handle: _ShardHandle, encoded_value: bytes) -> None:
+        self.write_record(file_handle, encoded_value)
 
     def close(self, file_handle: _ShardHandle) -> None:
         file_handle.stream.close()  # a compressed stream closes the file under it

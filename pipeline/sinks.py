@@ -19,6 +19,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline import schema
 from pipeline.encoding import ExampleEncoder
+from pipeline.example_wire import SerializedParts
 from pipeline.shard_sink import TFRecordShardSink
 from transforms import counters
 from transforms.records import EXCERPT_CHARS, Embedding, Rejected, excerpt
@@ -41,7 +42,7 @@ def default_dead_letter_prefix(output_prefix: str) -> str:
 
 
 class _EncodeExamples(beam.DoFn):
-    """Batches of Embeddings → serialized tf.Examples; counts what is written."""
+    """Batches of Embeddings → serialized tf.Examples, as parts for the shard sink; counts them."""
 
     def __init__(self, outputs: Sequence[str], sequence_dtype: str) -> None:
         self._outputs = tuple(outputs)
@@ -54,8 +55,8 @@ class _EncodeExamples(beam.DoFn):
         self._encoder = ExampleEncoder(self._outputs, self._sequence_dtype)
         self._progress = _Progress()
 
-    def process(self, batch: Sequence[Embedding]) -> Iterator[bytes]:
-        encoded = self._encoder.encode(batch)
+    def process(self, batch: Sequence[Embedding]) -> Iterator[SerializedParts]:
+        encoded = self._encoder.encode_parts(batch)
         self._records.inc(len(encoded))
         self._documents.inc(sum(1 for e in batch if e.features.window == 0))
         self._progress.add(len(encoded))

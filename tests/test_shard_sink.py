@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
 
 import apache_beam as beam
 import google_crc32c
+import numpy as np
 import pytest
 import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 
 from pipeline import manifest
-from pipeline.shard_sink import SUMMARIES_SUFFIX, TFRecordShardSink
+from pipeline.shard_sink import SUMMARIES_SUFFIX, SummingFile, TFRecordShardSink, masked_crc32c, write_record
 
 RECORDS = [os.urandom(size) for size in (0, 1, 127, 128, 5000, 70_000)] * 5
 
@@ -108,3 +110,17 @@ def test_verify_checks_crc32c_and_size_and_still_reads_version_1_manifests(tmp_p
     assert manifest.verify(prefix) == [f"{os.path.basename(paths[1])}: checksum differs from the manifest"]
     Path(paths[2]).write_bytes(Path(paths[2]).read_bytes()[:-1])
     assert manifest.verify(prefix)[1:] == [f"{paths[2]} ends inside record {shards[2]['records'] - 1}."]
+
+
+def test_a_record_given_as_parts_is_written_as_its_joined_bytes(tmp_path):
+    floats = np.arange(3000, dtype=np.float32).view(np.uint8)
+    parts = [(b"\x0a\x05", floats[:4000], b"", floats[4000:]), (floats,), ()]
+    joined = [b"".join(record) for record in parts]
+    files = io.BytesIO(), io.BytesIO()
+    by_parts, by_bytes = (SummingFile(file) for file in files)
+    for record, whole in zip(parts, joined, strict=True):
+        write_record(by_parts, record)
+        write_record(by_bytes, whole)
+    assert files[0].getvalue() == files[1].getvalue()
+    assert (by_parts.bytes, by_parts.crc32c) == (by_bytes.bytes, by_bytes.crc32c)
+    assert masked_crc32c(parts[0]) == masked_crc32c(joined[0])
