@@ -28,7 +28,7 @@ Where a worker process's time goes comes from two sources, labelled as such:
 * stage timings, in this process on the one-process marginal's documents: ``parse_record``,
   ``document_features``, length buckets and ``pad_batch``, the ``LoadedBert`` call, the per-record
   output slices, a call through Beam's ``MultiProcessShared`` proxy (as the handler makes it, through
-  shared memory), ``ExampleEncoder.encode`` and the shard sink's record writer.
+  shared memory), ``ExampleEncoder.encode_parts`` and the shard sink's record writer.
 
     .venv/bin/python benchmarks/feed_ceiling.py [--quick] [--documents N] [--seq_lengths 128,512]
         [--outputs float32,bfloat16,mean] [--modes one,separate,shared] [--all] [--pairs P]
@@ -416,7 +416,7 @@ def stage_timings(marginal_file: str, warm_texts: Sequence[str], model_path: str
                 proxied_tokens += arrays["input_mask"].size
             embeddings = _timed(totals, "slice", _embeddings, batch, outputs)
             for variant in variants:
-                encode, label = encoders[variant.label].encode, variant.label
+                encode, label = encoders[variant.label].encode_parts, variant.label
                 records = _timed(totals, f"encode {label}", encode, embeddings)
                 _timed(totals, f"write {label}", lambda r=records: [write_record(sink, x) for x in r])
     proxy_seconds = max(0.0, proxy_extra * computed_tokens / proxied_tokens) if proxied_tokens else 0.0
