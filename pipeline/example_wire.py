@@ -23,6 +23,7 @@ _MAP_VALUE = b"\x12"
 _BYTES_LIST, _FLOAT_LIST, _INT64_LIST = b"\x0a", b"\x12", b"\x1a"
 _MAX_VARINT_BYTES = 10
 _LITTLE_ENDIAN_FLOAT32 = np.dtype("<f4")
+_SEPARATE_BYTES = 64 * 1024  # a chunk this large is written as it is; smaller ones are joined
 
 
 def varint(value: int) -> bytes:
@@ -128,7 +129,24 @@ def example_parts(features: Sequence[tuple[str, Chunks]]) -> SerializedParts:
         entries += _field(_LENGTH_DELIMITED_FIELD_1,
                           [*_field(_LENGTH_DELIMITED_FIELD_1, [key.encode("utf-8")]),
                            *_field(_MAP_VALUE, feature)])
-    return SerializedParts(_field(_LENGTH_DELIMITED_FIELD_1, entries))
+    return SerializedParts(_coalesced(_field(_LENGTH_DELIMITED_FIELD_1, entries)))
+
+
+def _coalesced(chunks: Chunks) -> Chunks:
+    """The chunks with each run of small ones joined, so that a writer makes a few calls a record."""
+    parts: Chunks = []
+    run: list[bytes | np.ndarray] = []
+    for chunk in chunks:
+        if len(chunk) >= _SEPARATE_BYTES:
+            if run:
+                parts.append(b"".join(run))
+                run = []
+            parts.append(chunk)
+        else:
+            run.append(chunk)
+    if run:
+        parts.append(b"".join(run))
+    return parts
 
 
 def example(features: Sequence[tuple[str, Chunks]]) -> bytes:
