@@ -24,6 +24,12 @@ _BYTES_LIST, _FLOAT_LIST, _INT64_LIST = b"\x0a", b"\x12", b"\x1a"
 _MAX_VARINT_BYTES = 10
 _LITTLE_ENDIAN_FLOAT32 = np.dtype("<f4")
 _SEPARATE_BYTES = 64 * 1024  # a chunk this large is written as it is; smaller ones are joined
+# A record this small is joined whole: its bytes are still in the cache when the file write copies
+# them. Larger ones are written from the outputs' buffers. Side by side in one process on the
+# feed-ceiling model and corpus (1 worker, float32 sequence output), parts for every record ran
+# 164k real tokens/s at 512 against 123k joined, but 117–118k at 128 against 120–127k; with this
+# limit, 170k against 150k at 512, and 128 (records up to 0.5 MiB) is joined as before.
+_JOIN_AT_MOST = 1024 * 1024
 
 
 def varint(value: int) -> bytes:
@@ -129,7 +135,10 @@ def example_parts(features: Sequence[tuple[str, Chunks]]) -> SerializedParts:
         entries += _field(_LENGTH_DELIMITED_FIELD_1,
                           [*_field(_LENGTH_DELIMITED_FIELD_1, [key.encode("utf-8")]),
                            *_field(_MAP_VALUE, feature)])
-    return SerializedParts(_coalesced(_field(_LENGTH_DELIMITED_FIELD_1, entries)))
+    chunks = _field(_LENGTH_DELIMITED_FIELD_1, entries)
+    if _size(chunks) <= _JOIN_AT_MOST:
+        return SerializedParts((b"".join(chunks),))
+    return SerializedParts(_coalesced(chunks))
 
 
 def _coalesced(chunks: Chunks) -> Chunks:
