@@ -86,13 +86,13 @@ def shard_summaries(prefix: str) -> list[ShardSummary]:
     shards themselves only where that file is missing or does not name exactly the shards present."""
     from apache_beam.io.filesystems import FileSystems
 
-    present = [posixpath.basename(path) for path in list_shards(prefix)]
+    shards = list_shards(prefix)
     if FileSystems.exists(prefix + SUMMARIES_SUFFIX):
         with _open(prefix + SUMMARIES_SUFFIX) as handle:
             written = [ShardSummary(**shard) for shard in json.loads(handle.read().decode("utf-8"))["shards"]]
-        if sorted(shard.name for shard in written) == present:
+        if sorted(shard.name for shard in written) == [posixpath.basename(path) for path in shards]:
             return sorted(written, key=lambda shard: shard.name)
-    return [summarize_shard(path) for path in list_shards(prefix)]
+    return [summarize_shard(path) for path in shards]
 
 
 def list_shards(prefix: str) -> list[str]:
