@@ -31,7 +31,7 @@ lint: install
 	$(PYTHON) -m ruff check .
 
 demo: install
-	$(PYTHON) -m pipeline.demo
+	$(PYTHON) -m examples.demo
 
 # Re-resolve requirements.in into requirements.lock (needs the package registry).
 lock:

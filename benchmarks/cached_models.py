@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from transforms.bert_encoder import BertConfig
+from pipeline.conversion.reference_encoder import BertConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "bench"
@@ -36,7 +36,7 @@ def _digest(config: BertConfig, vocab_lines: Sequence[str], output_format: str, 
     digest = hashlib.sha256()
     digest.update(f"{config.to_json()}|{output_format}|{seed}".encode())
     digest.update("\n".join(vocab_lines).encode("utf-8"))
-    for relative in ("transforms/bert_encoder.py", "pipeline/export.py"):
+    for relative in ("pipeline/conversion/reference_encoder.py", "pipeline/conversion/export.py"):
         digest.update((REPO / relative).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -50,8 +50,8 @@ def cached_model(
     seed: int = 0,
 ) -> str:
     """The path of a SavedModel of ``config`` with random weights, exported once."""
-    from pipeline.export import export_tf1_hub_module, export_tf2_saved_model
-    from transforms.bert_encoder import random_weights
+    from pipeline.conversion.export import export_tf1_hub_module, export_tf2_saved_model
+    from pipeline.conversion.reference_encoder import random_weights
 
     target = CACHE / f"{name}-{output_format}-{_digest(config, vocab_lines, output_format, seed)}"
     if target.exists():

@@ -61,7 +61,7 @@ from pipeline_runs import RecordingPipeline
 from results import Report, save_json
 from truncation import minilm_vocab, real_prose
 
-from pipeline import export
+from pipeline.conversion import export
 from pipeline.encoding import ExampleEncoder
 from pipeline.run import run
 from pipeline.shard_sink import SummingFile, write_record
@@ -148,7 +148,7 @@ def export_feed_ceiling_module(vocab_lines: Sequence[str], output_dir: str, seed
     """Writes a TF1 Hub module of BERT-Large's shape whose outputs are embedding lookups only.
 
     Signatures ``tokens`` and ``tokenization_info`` and the vocab asset are laid out as
-    ``pipeline.export.export_tf1_hub_module`` writes them; ``input_mask`` is taken and unused
+    ``pipeline.conversion.export.export_tf1_hub_module`` writes them; ``input_mask`` is taken and unused
     (the pipeline keeps only the real tokens' rows).
     """
     import tensorflow as tf

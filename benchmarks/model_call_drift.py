@@ -67,7 +67,7 @@ def _corpus_texts(n: int) -> list[str]:
 def _demo_module() -> str:
     from pathlib import Path
 
-    from pipeline.demo import converted_module
+    from pipeline.conversion.minilm import converted_module
 
     return converted_module(Path(REPO) / ".cache" / "demo")
 

@@ -47,7 +47,7 @@ _COMPARED_COUNTERS = (counters.DOCUMENTS_READ, counters.DOCUMENTS_EMBEDDED, coun
 
 def minilm_vocab() -> tuple[str, ...]:
     """The uncased 30522-token BERT vocab of all-MiniLM-L6-v2, from its PyPI package."""
-    from pipeline.demo import minilm_folder
+    from pipeline.conversion.minilm import minilm_folder
 
     return read_vocab_file(str(minilm_folder() / "vocab.txt"))
 

@@ -133,11 +133,11 @@ def _remove_earlier_outputs(plan: RunPlan) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``bert-beam``); exit status 2 on misconfiguration.
 
-    ``bert-beam convert ...`` is ``python -m pipeline.convert ...``.
+    ``bert-beam convert ...`` is ``python -m pipeline.conversion ...``.
     """
     argv = list(argv) if argv is not None else sys.argv[1:]
     if argv[:1] == ["convert"]:
-        from pipeline import convert
+        from pipeline.conversion import convert
 
         return convert.main(argv[1:])
     logging.getLogger().setLevel(logging.INFO)

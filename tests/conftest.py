@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from model_variants import build_failing_on_token
 
-from transforms.bert_encoder import BertConfig, random_weights
+from pipeline.conversion.reference_encoder import BertConfig, random_weights
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "test_models"
@@ -45,8 +45,8 @@ def tiny_config(vocab_size: int) -> BertConfig:
 def _source_digest() -> str:
     """Changes whenever the encoder or the exporters change, so cached models are rebuilt."""
     digest = hashlib.sha256()
-    for relative in ("transforms/bert_encoder.py", "pipeline/export.py", "tests/conftest.py",
-                     "tests/model_variants.py"):
+    for relative in ("pipeline/conversion/reference_encoder.py", "pipeline/conversion/export.py",
+                     "tests/conftest.py", "tests/model_variants.py"):
         digest.update((REPO / relative).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -87,7 +87,7 @@ def model_weights(model_config):
 def tf1_module(vocab_lines, model_config, model_weights) -> str:
     """A TF1 Hub format module as TF Hub's exporter writes it (tokens + tokenization_info
     signatures, vocab asset behind the SAVEDMODEL-ASSET placeholder, train graph with dropout)."""
-    from pipeline.export import export_tf1_hub_module
+    from pipeline.conversion.export import export_tf1_hub_module
 
     return cached_model("tf1hub", lambda path: export_tf1_hub_module(
         model_weights, model_config, vocab_lines, True, path))
@@ -96,7 +96,7 @@ def tf1_module(vocab_lines, model_config, model_weights) -> str:
 @pytest.fixture(scope="session")
 def tf1_module_baked_path(vocab_lines, model_config, model_weights) -> str:
     """The same module with the exporter's vocab path left in its constant (no asset records)."""
-    from pipeline.export import BAKED_PATH_LAYOUT, export_tf1_hub_module
+    from pipeline.conversion.export import BAKED_PATH_LAYOUT, export_tf1_hub_module
 
     return cached_model("tf1hub-baked", lambda path: export_tf1_hub_module(
         model_weights, model_config, vocab_lines, True, path, asset_layout=BAKED_PATH_LAYOUT))
@@ -105,7 +105,7 @@ def tf1_module_baked_path(vocab_lines, model_config, model_weights) -> str:
 @pytest.fixture(scope="session")
 def tf2_model(vocab_lines, model_config, model_weights) -> str:
     """A TF2 SavedModel callable like TF Hub's BERT encoders."""
-    from pipeline.export import export_tf2_saved_model
+    from pipeline.conversion.export import export_tf2_saved_model
 
     return cached_model("tf2", lambda path: export_tf2_saved_model(
         model_weights, model_config, vocab_lines, True, path))

@@ -1,6 +1,6 @@
 """BERT SavedModels in the call conventions users' exports have, built from tiny weights.
 
-Each variant is written by project code (``transforms.bert_encoder.bert_forward``) the way
+Each variant is written by project code (``pipeline.conversion.reference_encoder.bert_forward``) the way
 its kind of exporter writes it, and knows how to call itself directly, by hand, so tests
 can compare the pipeline's records with that call.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transforms.bert_encoder import BertConfig, bert_forward
+from pipeline.conversion.reference_encoder import BertConfig, bert_forward
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def test_a_model_traced_only_for_training_is_refused_listing_its_callables(tmp_p
                                                                            model_config):
     import tensorflow as tf
 
-    from transforms.bert_encoder import bert_forward
+    from pipeline.conversion.reference_encoder import bert_forward
 
     module = tf.Module()
     module.bert_weights = {k: tf.Variable(v) for k, v in model_weights.items()}

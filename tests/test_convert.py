@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.checkpoints import (
+from pipeline.conversion.checkpoints import (
     CheckpointError,
     bert_config_from_huggingface,
     bert_config_from_original,
@@ -18,9 +18,9 @@ from pipeline.checkpoints import (
     original_lower_case,
     read_bert_source,
 )
-from pipeline.convert import convert, main
+from pipeline.conversion.convert import convert, main
+from pipeline.conversion.reference_encoder import GELU_ERF, GELU_TANH, RELU, BertConfig, bert_forward
 from pipeline.options import parse_bool
-from transforms.bert_encoder import GELU_ERF, GELU_TANH, RELU, BertConfig, bert_forward
 from transforms.model_loading import LoadedBert, ModelConfig
 from transforms.tokenization import read_vocab_file
 

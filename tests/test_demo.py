@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pipeline import demo
+from examples import demo
 from pipeline.run import main
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import padded
 
-from pipeline.export import archive_module
+from pipeline.conversion.export import archive_module
 from transforms.batching import BatchingConfig
 from transforms.features import pad_batch
 from transforms.model_handler import BertModelHandler
@@ -112,7 +112,7 @@ def test_tf2_model_is_called_with_a_dict_and_declares_its_vocab(tf2_model, tf1_m
 def test_a_custom_signature_is_mapped_with_signature_tensors(tmp_path, model_config, model_weights):
     import tensorflow as tf
 
-    from transforms.bert_encoder import bert_forward
+    from pipeline.conversion.reference_encoder import bert_forward
 
     spec = tf.TensorSpec([None, None], tf.int64)
 

@@ -11,10 +11,10 @@ from conftest import cached_model
 from helpers import write_jsonl
 from model_variants import VARIANTS
 
-from pipeline.export import TF1_MODULE_DEF
+from pipeline.conversion.export import TF1_MODULE_DEF
+from pipeline.conversion.reference_encoder import bert_forward
 from pipeline.run import main
 from transforms.batching import BatchingConfig
-from transforms.bert_encoder import bert_forward
 from transforms.model_assets import read_saved_model
 from transforms.model_handler import BertModelHandler
 from transforms.model_loading import LoadedBert, ModelConfig, ModelError

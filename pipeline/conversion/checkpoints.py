@@ -4,7 +4,7 @@ Two sources are understood: a Hugging Face BERT folder (``config.json``, ``model
 ``vocab.txt``) and an original google-research/bert checkpoint (``bert_config.json``,
 ``bert_model.ckpt.*``, ``vocab.txt``). Nothing is unpickled: Hugging Face weights come from
 safetensors, original ones from ``tf.train.load_checkpoint``. Weights come out keyed by original
-checkpoint names, ready for ``pipeline.export``.
+checkpoint names, ready for ``pipeline.conversion.export``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transforms.bert_encoder import GELU_ERF, GELU_TANH, RELU, BertConfig, check_weights, weight_shapes
+from pipeline.conversion.reference_encoder import (
+    GELU_ERF,
+    GELU_TANH,
+    RELU,
+    BertConfig,
+    check_weights,
+    weight_shapes,
+)
 from transforms.tokenization import FullTokenizer, read_vocab_file
 
 HF_CONFIG = "config.json"
