@@ -30,7 +30,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.ml.inference.base import RunInference
 from padding import MAX_SEQ_LENGTH, corpus_and_model, records
 from results import Report
 
@@ -58,22 +58,20 @@ def _counter(result, name: str) -> int:
     return sum(c.committed or c.attempted or 0 for c in query["counters"])
 
 
-def _run(strategy: str, keyed, model: str, batching: BatchingConfig) -> dict:
+def _run(strategy: str, records_in, model: str, batching: BatchingConfig) -> dict:
     config = ModelConfig(model)
     boundaries = [b + 1 for b in batching.bucket_boundaries]  # Beam's buckets are [low, high)
     pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(["--runner=DirectRunner"]))
-    features = pipeline | "Create" >> beam.Create(keyed)
+    features = pipeline | "Create" >> beam.Create(records_in)
     if strategy == "bert-beam":
         batches = features | BatchByLength(batching)
-        handler = KeyedModelHandler(BertModelHandler(config, batching)).with_no_batching()
-        results = batches | RunInference(handler)
+        results = batches | RunInference(BertModelHandler(config, batching).with_no_batching())
     else:
         beam_batching = {"max_batch_size": BATCH_SIZE}
         if strategy == "Beam length buckets":
-            beam_batching |= {"length_fn": lambda keyed_record: keyed_record[1].sequence_length,
+            beam_batching |= {"length_fn": lambda record: record.sequence_length,
                               "bucket_boundaries": boundaries, "max_batch_duration_secs": 5}
-        handler = KeyedModelHandler(_BeamBatchedHandler(config, batching, beam_batching))
-        results = features | RunInference(handler)
+        results = features | RunInference(_BeamBatchedHandler(config, batching, beam_batching))
     _ = results | beam.combiners.Count.Globally()
     start = time.perf_counter()
     result = pipeline.run()
@@ -93,17 +91,17 @@ def main() -> None:
     n = args.documents or (60 if args.quick else 1500)
     report = Report("beam_batching", args.quick)
     vocab, model, texts = corpus_and_model(n)
-    keyed = [(record.key, record) for record in records(texts, vocab)]
+    features = list(records(texts, vocab))
     batching = BatchingConfig(MAX_SEQ_LENGTH, max_batch_size=BATCH_SIZE)
-    report.add(f"- padding.py's corpus and model: {n} documents, {len(keyed)} records, max_seq_length "
+    report.add(f"- padding.py's corpus and model: {n} documents, {len(features)} records, max_seq_length "
                f"{MAX_SEQ_LENGTH}; buckets {','.join(map(str, batching.bucket_boundaries))}; at most "
                f"{BATCH_SIZE} records a batch; DirectRunner in this process after a warm-up run")
-    _run("bert-beam", keyed[:8], model, batching)
+    _run("bert-beam", features[:8], model, batching)
     runs = {}
     for strategy in ("bert-beam", "Beam length buckets", "Beam by count"):
-        runs[strategy] = run = _run(strategy, keyed, model, batching)
+        runs[strategy] = run = _run(strategy, features, model, batching)
         report.add(f"- {strategy}: computed/real tokens **{run['ratio']:.3f}**, {run['batches']} batches, "
-                   f"{run['seconds']:.1f} s ({len(keyed) / run['seconds']:.0f} records/s)")
+                   f"{run['seconds']:.1f} s ({len(features) / run['seconds']:.0f} records/s)")
     ours = runs["bert-beam"]
     for strategy in ("Beam length buckets", "Beam by count"):
         report.add(f"- bert-beam against {strategy}: {runs[strategy]['seconds'] / ours['seconds']:.2f}× "

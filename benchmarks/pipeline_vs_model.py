@@ -54,10 +54,9 @@ def _batches_like_the_pipeline(texts: list[str], vocab_lines, batching):
     groups = []
     for index, text in enumerate(texts):
         for features in document_features(Document(str(index), text, str(index)), tokenizer, config):
-            groups.extend(batcher.process((features.key, features)))
+            groups.extend(batcher.process(features))
     groups.extend(windowed.value for windowed in batcher.finish_bundle())
-    return [pad_batch([f for _, f in group], batching.batch_padded_length([f for _, f in group]))
-            for group in groups]
+    return [pad_batch(group, batching.batch_padded_length(group)) for group in groups]
 
 
 class _BareModel:

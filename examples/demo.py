@@ -18,11 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.conversion.minilm import converted_module
-from pipeline.reader import read_embeddings
+from pipeline.reader import load_whitening, read_embeddings
 from pipeline.run import run
+from pipeline.schema import WHITENING_SUFFIX
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "examples" / "corpus.jsonl"
+# Whitening keeps this many of MiniLM's 384 dimensions (Su et al. 2021 keep 128 to 256 of 768).
+WHITENING_DIMS = 128
 QUERIES = (
     "How long should pasta boil?",
     "A telescope photographed a distant galaxy.",
@@ -38,7 +41,7 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def embed_queries(module: str, queries: Sequence[str]) -> np.ndarray:
-    """Mean-pooled, normalised query embeddings computed with the same module and tokenizer."""
+    """Mean-pooled query embeddings computed with the same module and tokenizer."""
     from transforms.call_conventions import INPUT_MASK, SEQUENCE_OUTPUT
     from transforms.features import FeatureConfig, document_features, pad_batch
     from transforms.model_loading import LoadedBert, ModelConfig
@@ -53,7 +56,7 @@ def embed_queries(module: str, queries: Sequence[str]) -> np.ndarray:
     batch = pad_batch(features, max(f.sequence_length for f in features))
     sequence = model(batch)[SEQUENCE_OUTPUT]
     mask = batch[INPUT_MASK][..., None].astype(np.float32)
-    return _unit((sequence * mask).sum(axis=1) / mask.sum(axis=1))
+    return (sequence * mask).sum(axis=1) / mask.sum(axis=1)
 
 
 def _snippet(text: str, width: int = 70) -> str:
@@ -69,6 +72,19 @@ def neighbour_table(queries, query_vectors, ids, doc_vectors, texts, sources, k:
         for rank, index in enumerate(np.argsort(-row)[:k], start=1):
             lines.append(f"    {rank}. {row[index]:.3f}  [{sources[index]:<11}] {ids[index]:<16} "
                          f"{_snippet(texts[ids[index]])}")
+    return "\n".join(lines)
+
+
+def whitening_queries(prefix: str, query_means: np.ndarray, ids, whitened_docs: np.ndarray, sources) -> str:
+    """Each query mapped by the run's saved whitening (``load_whitening``), as a search would map it,
+    and the source of its nearest whitened document."""
+    whitening = load_whitening(prefix)
+    queries = _unit(whitening.apply(query_means.astype(np.float32)))
+    nearest = (queries @ whitened_docs.T).argmax(axis=1)
+    lines = [f"Queries mapped through {prefix}{WHITENING_SUFFIX}/ (pipeline.reader.load_whitening), "
+             "nearest whitened document:"]
+    lines += [f"  {query:<52} [{sources[index]:<11}] {ids[index]}"
+              for query, index in zip(QUERIES, nearest, strict=True)]
     return "\n".join(lines)
 
 
@@ -114,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stale in output_dir.glob("emb*"):
         stale.unlink()
     summary = run([f"--input={CORPUS}", f"--output={prefix}", f"--model={module}",
-                   "--outputs=pooled,mean", "--max_seq_length=128", "--runner=DirectRunner"])
+                   "--outputs=pooled,mean", "--max_seq_length=128", f"--whitening_dims={WHITENING_DIMS}",
+                   "--runner=DirectRunner"])
     records = [r for r in read_embeddings(prefix) if r.window == 0]
     with open(CORPUS, encoding="utf-8") as handle:
         corpus = {row["id"]: row for row in map(json.loads, handle)}
@@ -122,8 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ids = [r.id for r in records]
     sources = [corpus[i]["source"] for i in ids]
     doc_vectors = _unit(np.stack([r.mean_output for r in records]))
+    whitened_vectors = _unit(np.stack([r.whitened_output for r in records]))
     texts = {i: corpus[i]["text"] for i in ids}
-    query_vectors = embed_queries(module, QUERIES)
+    query_vectors_raw = embed_queries(module, QUERIES)
+    query_vectors = _unit(query_vectors_raw)
     picture = output_dir / "embedding_map.png"
     draw_map(doc_vectors, sources, picture)
     print("\nNearest documents (cosine of mean-pooled embeddings):")
@@ -131,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rate = same_source_rate(doc_vectors, sources)
     print(f"\n{rate:.0%} of the {len(ids)} documents have a nearest neighbour from their own source "
           f"(chance: about {1 / len(set(sources)):.0%}).")
+    whitened_rate = same_source_rate(whitened_vectors, sources)
+    print(f"With the corpus-fitted whitening (--whitening_dims {WHITENING_DIMS}, mean output): "
+          f"{whitened_rate:.0%} ({whitened_rate - rate:+.0%}); {WHITENING_DIMS} of "
+          f"{records[0].mean_output.shape[0]} dimensions kept.")
+    print(whitening_queries(prefix, query_vectors_raw, ids, whitened_vectors, sources))
     print(f"\nOutputs: {prefix}-*.tfrecord (schema {prefix}.schema.pbtxt), map {picture}")
     print(f"Summary: {summary.line()}")
     print(

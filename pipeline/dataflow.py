@@ -1,14 +1,14 @@
-"""Turns bert-beam's GPU flags into Dataflow options and checks a Dataflow job before submission.
+"""Checks a Dataflow job before submission and adds the Dataflow options its workers need.
 
-Options the user gives always win: a flag bert-beam would add is added only where the
-user set none (``--machine_type``, ``--large_model``, a ``worker_accelerator`` service
+Options the user gives always win: an option bert-beam would add is added only where the
+user set none (``--machine_type``, ``--disk_size_gb``, a ``worker_accelerator`` service
 option); list options (``--experiments``, ``--dataflow_service_options``) are extended.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import (
     DebugOptions,
@@ -19,8 +19,11 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline.gpus import BERT_LARGE_GPU_GB, GpuRequest, gpu_request
-from pipeline.options import BertBeamOptions, ConfigurationError, parse_pipeline_options
+from pipeline.gpus import GpuRequest
+from pipeline.options import BertBeamOptions, ConfigurationError
+
+__all__ = ["WORKER_DISK_SIZE_GB", "check_dataflow_job", "dataflow_job_options", "is_dataflow",
+           "submitted_message"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -38,30 +41,6 @@ def is_dataflow(options: PipelineOptions) -> bool:
     runner = options.view_as(StandardOptions).runner
     name = runner if isinstance(runner, str) else type(runner).__name__
     return bool(runner) and name.rsplit(".", 1)[-1].lower() in _DATAFLOW_RUNNERS
-
-
-def resolve_dataflow_options(argv: Sequence[str]) -> PipelineOptions:
-    """Parses ``argv``, checks it, and adds what its (GPU) Dataflow job needs.
-
-    Raises ConfigurationError before anything is loaded or submitted.
-    """
-    argv = list(argv)
-    options = parse_pipeline_options(argv)
-    bert = options.view_as(BertBeamOptions)
-    gpu = _checked_gpu_request(options)
-    extra = _gpu_flags(argv, bert, gpu)
-    if is_dataflow(options):
-        check_dataflow_job(options)
-        extra += _dataflow_flags(options, bert, gpu)
-    return parse_pipeline_options(argv + extra) if extra else options
-
-
-def inference_resource_hints(options: PipelineOptions) -> dict[str, str]:
-    """The resource hints of the embedding step: a GPU worker with --right_fitting, else none."""
-    if not options.view_as(BertBeamOptions).right_fitting:
-        return {}
-    gpu = _checked_gpu_request(options)
-    return {"accelerator": gpu.accelerator(with_machine_type=True), "min_ram": gpu.gpu.ram}
 
 
 def check_dataflow_job(options: PipelineOptions) -> None:
@@ -103,65 +82,24 @@ def check_dataflow_job(options: PipelineOptions) -> None:
                                  "other: right fitting puts the GPU on the embedding step only.")
 
 
-def _checked_gpu_request(options: PipelineOptions) -> GpuRequest | None:
-    bert = options.view_as(BertBeamOptions)
-    gpu = gpu_request(bert.gpu_type, bert.gpu_count)
-    if bert.right_fitting and gpu is None:
-        raise ConfigurationError("--right_fitting needs --gpu_type: it asks for GPU workers for the "
-                                 "embedding step only.")
-    if gpu is not None and not bert.right_fitting and not is_dataflow(options):
-        raise ConfigurationError(
-            "--gpu_type asks Dataflow for GPU workers, but the runner is not the DataflowRunner. "
-            "Add --right_fitting to pass the GPU to your runner as a resource hint, or use "
-            "--require_gpu to check this machine's GPU."
-        )
-    return gpu
-
-
-def _given(argv: Sequence[str], flag: str) -> bool:
-    return any(arg == f"--{flag}" or arg.startswith(f"--{flag}=") for arg in argv)
-
-
-def _gpu_flags(argv: Sequence[str], bert: BertBeamOptions, gpu: GpuRequest | None) -> list[str]:
-    """GPU workers check for their GPU and share one model copy across their SDK processes.
-
-    Dataflow starts one Python SDK process per vCPU. Without sharing, each would load its own
-    BERT-Large onto the one GPU (8 copies on a g2-standard-8). ``large_model`` serves one copy
-    per worker from a separate process instead, while tokenizing stays parallel across all
-    processes (``no_use_multiple_sdk_containers`` would put everything behind one GIL).
-    """
-    if gpu is None:
-        return []
-    flags = []
-    if bert.require_gpu is None:
-        flags.append("--require_gpu=true")
-    if not _given(argv, "large_model") and bert.model_copies is None:
-        flags.append("--large_model=true")
-    copies = bert.model_copies or 1
-    if copies * BERT_LARGE_GPU_GB > gpu.gpu.memory_gb:
-        _LOG.warning("--model_copies %d may not fit %s (%d GB): a BERT-Large copy needs about %d GB.",
-                     copies, gpu.gpu.name, gpu.gpu.memory_gb, BERT_LARGE_GPU_GB)
-    if gpu.count > 1:
-        _LOG.warning("TensorFlow places every model copy on a worker's first GPU; %d GPUs per worker "
-                     "cost more than they add. Prefer --gpu_count=1 and more workers.", gpu.count)
-    return flags
-
-
-def _dataflow_flags(options: PipelineOptions, bert: BertBeamOptions, gpu: GpuRequest | None) -> list[str]:
-    flags = []
-    if RUNNER_V2 not in (options.view_as(DebugOptions).experiments or []):
-        flags.append(f"--experiments={RUNNER_V2}")
-    worker = options.view_as(WorkerOptions)
+def dataflow_job_options(options: PipelineOptions, gpu: GpuRequest | None) -> PipelineOptions:
+    """A copy of ``options`` with what a Dataflow job needs added: Runner v2, a boot disk with room
+    for the worker image and, unless right fitting moves the GPU to the embedding step, GPU workers."""
+    job = copy.deepcopy(options)
+    debug, worker = job.view_as(DebugOptions), job.view_as(WorkerOptions)
+    if RUNNER_V2 not in (debug.experiments or []):
+        debug.add_experiment(RUNNER_V2)
     if worker.disk_size_gb is None:
-        flags.append(f"--disk_size_gb={WORKER_DISK_SIZE_GB}")
-    if gpu is None or bert.right_fitting:
-        return flags
-    services = options.view_as(GoogleCloudOptions).dataflow_service_options or []
+        worker.disk_size_gb = WORKER_DISK_SIZE_GB
+    if gpu is None or job.view_as(BertBeamOptions).right_fitting:
+        return job
+    cloud = job.view_as(GoogleCloudOptions)
+    services = cloud.dataflow_service_options or []
     if not any(s.startswith(_ACCELERATOR_OPTION) for s in services):
-        flags.append(f"--dataflow_service_options={_ACCELERATOR_OPTION}={gpu.accelerator()}")
+        cloud.dataflow_service_options = [*services, f"{_ACCELERATOR_OPTION}={gpu.accelerator()}"]
     if worker.machine_type is None:
-        flags.append(f"--machine_type={gpu.machine_type}")
-    return flags
+        worker.machine_type = gpu.machine_type
+    return job
 
 
 def submitted_message(result: PipelineResult | None, options: PipelineOptions) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 
 from pipeline.options import ConfigurationError, parse_bool
+
+__all__ = ["GRAPH_DEPTH", "describe_dry_run", "dry_run_requested", "graph_summary"]
 
 GRAPH_DEPTH = 2
 
@@ -28,19 +30,21 @@ def dry_run_requested(options: PipelineOptions) -> bool:
     return test.dry_run
 
 
-def describe_dry_run(options: PipelineOptions, pipeline: beam.Pipeline, plan_description: str) -> str:
-    """The dry-run report: the plan, every option that differs from Beam's default, the graph."""
+def describe_dry_run(options: PipelineOptions, pipeline: beam.Pipeline, plan_description: str,
+                     resolved_flags: Mapping[str, object]) -> str:
+    """The dry-run report: the plan, every option that differs from Beam's default with the plan's
+    derived values (``resolved_flags``) in place of the defaults they replace, the graph."""
     lines = ["bert-beam: dry run; validated, nothing was run or submitted.", f"plan: {plan_description}",
              "pipeline options:"]
-    lines += [f"  --{name}={value}" for name, value in _option_items(options)]
+    lines += [f"  --{name}={value}" for name, value in _option_items(options, resolved_flags)]
     lines.append(f"job graph (transforms {GRAPH_DEPTH} levels deep, [resource hints]):")
     lines += [f"  {line}" for line in graph_summary(pipeline)]
     return "\n".join(lines)
 
 
-def _option_items(options: PipelineOptions) -> Iterator[tuple[str, object]]:
-    """(name, value) of every set option, sorted; a list option yields one pair per value."""
-    for name, value in sorted(options.get_all_options(drop_default=True).items()):
+def _option_items(options: PipelineOptions, resolved: Mapping[str, object]) -> Iterator[tuple[str, object]]:
+    """(name, value) of every set or resolved option, sorted; a list option yields one pair per value."""
+    for name, value in sorted({**options.get_all_options(drop_default=True), **resolved}.items()):
         for item in value if isinstance(value, list) else [value]:
             yield name, item
 

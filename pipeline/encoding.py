@@ -18,6 +18,8 @@ from pipeline import example_wire as wire
 from pipeline import schema
 from transforms.records import Embedding
 
+__all__ = ["ExampleEncoder", "feature_value", "sequence_numpy_dtype"]
+
 
 def sequence_numpy_dtype(sequence_dtype: str) -> np.dtype:
     """The little-endian numpy dtype of a ``--sequence_dtype``."""
@@ -25,6 +27,11 @@ def sequence_numpy_dtype(sequence_dtype: str) -> np.dtype:
 
     return {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"),
             "bfloat16": np.dtype(ml_dtypes.bfloat16)}[sequence_dtype]
+
+
+def feature_value(feature: schema.OutputFeature) -> Callable[[Embedding], object]:
+    """Reads a feature's value from an embedding: its attribute, or its ``Features``' one."""
+    return attrgetter(f"features.{feature.key}" if feature.from_features else feature.key)
 
 
 def _raw_feature(dtype: np.dtype) -> Callable[[np.ndarray], wire.Chunks]:
@@ -63,12 +70,11 @@ class ExampleEncoder:
     """Serializes batches of embeddings as tf.Example bytes, in protobuf wire format written
     straight from the numpy outputs (``pipeline.example_wire``)."""
 
-    def __init__(self, outputs: Sequence[str], sequence_dtype: str = schema.FLOAT32) -> None:
+    def __init__(self, outputs: Sequence[str], sequence_dtype: str = schema.FLOAT32,
+                 whitening_dims: int = 0) -> None:
         self._fields = tuple(
-            _Field(feature.key, feature.shape == schema.PER_TOKEN,
-                   attrgetter(f"features.{feature.key}" if feature.from_features else feature.key),
-                   _writer(feature))
-            for feature in schema.written_features(outputs, sequence_dtype))
+            _Field(feature.key, feature.shape == schema.PER_TOKEN, feature_value(feature), _writer(feature))
+            for feature in schema.written_features(outputs, sequence_dtype, whitening_dims))
 
     def encode(self, embeddings: Sequence[Embedding]) -> list[bytes]:
         """Each embedding's serialized Example."""

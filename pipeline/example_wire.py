@@ -18,6 +18,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+__all__ = ["Chunks", "Int64Varints", "SerializedParts", "bytes_feature", "example", "example_parts",
+           "float_feature", "int64_feature", "int64_scalar_feature", "varint"]
+
 _LENGTH_DELIMITED_FIELD_1 = b"\x0a"
 _MAP_VALUE = b"\x12"
 _BYTES_LIST, _FLOAT_LIST, _INT64_LIST = b"\x0a", b"\x12", b"\x1a"

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from pipeline.options import ConfigurationError
 
+__all__ = ["BERT_LARGE_GPU_GB", "GPU_TYPES", "GpuRequest", "GpuType", "gpu_request"]
+
 
 @dataclass(frozen=True)
 class GpuType:

@@ -5,6 +5,8 @@ its record count, size and CRC32C (version 1 manifests: SHA-256), the model and 
 versions and options. It is written last, so its presence means the run completed;
 ``python -m pipeline.verify PREFIX`` re-reads the shards and reports any difference. The shard
 summaries come from the job itself (``shard_sink``), so writing the manifest reads no shard.
+Shards are TFRecord (records counted from their frames) or Parquet (from the footer), told apart by
+their file names' endings (``schema.SHARD_ENDINGS``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import google_crc32c
 from pipeline import schema
 from pipeline.shard_sink import SUMMARIES_SUFFIX
 
+__all__ = ["MANIFEST_SUFFIX", "MANIFEST_VERSION", "ShardSummary", "build_manifest", "delete_files",
+           "list_shards", "model_fingerprint", "read_manifest", "shard_patterns", "shard_summaries",
+           "stale_outputs", "stale_shard_summaries", "summarize_shard", "verify", "write_manifest"]
+
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_VERSION = 2
-SHARD_GLOB = "-?????-of-?????" + schema.SHARD_SUFFIX
 _CHUNK = 8 * 1024 * 1024
 
 
@@ -60,6 +65,25 @@ def _file_digests(path: str, sha256: bool = False) -> tuple[int, str, str | None
 
 
 def _count_records(path: str) -> int:
+    """A shard's records: a Parquet footer's row count, or TFRecord frames counted."""
+    if schema.shard_format(path) == schema.PARQUET:
+        return _count_parquet_rows(path)
+    return _count_tfrecord_frames(path)
+
+
+def _count_parquet_rows(path: str) -> int:
+    """The row count in a Parquet file's footer (a cut or overwritten footer does not parse)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with _open(path) as handle:
+        try:
+            return pq.ParquetFile(handle).metadata.num_rows
+        except (pa.ArrowException, OSError) as error:
+            raise ValueError(f"{path} is not a whole Parquet file ({error}).") from error
+
+
+def _count_tfrecord_frames(path: str) -> int:
     """Counts TFRecord frames, reading length headers and skipping payloads."""
     records = 0
     with _open(path) as raw:
@@ -95,14 +119,17 @@ def shard_summaries(prefix: str) -> list[ShardSummary]:
     return [summarize_shard(path) for path in shards]
 
 
+def shard_patterns(prefix: str) -> list[str]:
+    """The file patterns of this prefix's shards, in every format and compression."""
+    return [prefix + schema.SHARD_NUMBERING + ending for ending in schema.SHARD_ENDINGS]
+
+
 def list_shards(prefix: str) -> list[str]:
-    """This prefix's shard files, compressed or not, sorted."""
+    """This prefix's shard files, of every format, compressed or not, sorted."""
     from apache_beam.io.filesystems import FileSystems
 
-    found = []
-    for pattern in (prefix + SHARD_GLOB, prefix + SHARD_GLOB + ".gz"):
-        found.extend(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    return sorted(found)
+    return sorted(found.path for result in FileSystems.match(shard_patterns(prefix))
+                  for found in result.metadata_list)
 
 
 def model_fingerprint(model_path: str) -> str:
@@ -185,7 +212,7 @@ def verify(prefix: str) -> list[str]:
     for name in sorted(set(expected) & set(present)):
         try:
             records = _count_records(present[name])
-        except ValueError as error:  # a length header changed or the file was cut
+        except ValueError as error:  # a length header or footer changed, or the file was cut
             problems.append(str(error))
             continue
         if records != expected[name]["records"]:
@@ -200,25 +227,27 @@ def verify(prefix: str) -> list[str]:
     if counters.get("records_written") != manifest["records"]:
         problems.append(f"counters say {counters.get('records_written')} records written, "
                         f"shards hold {manifest['records']}")
-    if counters.get("documents_read") != counters.get("documents_embedded", 0) + counters.get(
-            "documents_rejected", 0):
-        problems.append("documents read != embedded + rejected in the manifest's counters")
+    if counters.get("documents_read") != sum(counters.get(name, 0) for name in (
+            "documents_embedded", "documents_rejected", "documents_skipped")):
+        problems.append("documents read != embedded + rejected + skipped in the manifest's counters")
     return problems
 
 
 def stale_outputs(prefix: str, dead_letter_prefix: str) -> list[str]:
-    """What an earlier run left: shards, schema and manifest under the prefixes, and the
+    """What an earlier run left: shards (of either format: a rerun in the other one must not leave
+    them beside its own), schema, manifest and fitted whitening under the prefixes, and the
     temporary folders (``beam-temp-NAME-*``) of a run killed before Beam could remove them."""
     from apache_beam.io.filesystems import FileSystems
 
-    patterns = [prefix + SHARD_GLOB, prefix + SHARD_GLOB + ".gz", prefix + schema.SCHEMA_SUFFIX,
+    whitening = prefix + schema.WHITENING_SUFFIX
+    patterns = [*shard_patterns(prefix), prefix + schema.SCHEMA_SUFFIX,
                 prefix + MANIFEST_SUFFIX, prefix + SUMMARIES_SUFFIX,
-                dead_letter_prefix + "-?????-of-?????.jsonl"]
-    folders: list[str] = []
+                dead_letter_prefix + schema.SHARD_NUMBERING + ".jsonl", whitening + "/**"]
+    folders: list[str] = sorted(glob.glob(whitening)) if "://" not in whitening else []
     for sink_prefix in (prefix, prefix + ".schema", dead_letter_prefix):
         directory, name = posixpath.split(sink_prefix)
         temporary = posixpath.join(directory, f"beam-temp-{name}-*")
-        patterns.append(temporary + "/*")
+        patterns.append(temporary + "/**")  # tf.Transform's temporary files are nested
         if "://" not in temporary:  # object stores have no folders; local ones must go too
             folders.extend(sorted(glob.glob(temporary)))
     found: list[str] = []

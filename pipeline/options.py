@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from pipeline.schema import SEQUENCE_DTYPES
+from pipeline.csv_input import parse_delimiter
+from pipeline.schema import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS, SEQUENCE_DTYPES
 from pipeline.sinks import OUTPUT_COMPRESSIONS
-from pipeline.sources import COMPRESSIONS, DEFAULT_MAX_RECORD_BYTES, INPUT_FORMATS
-from transforms.features import LONG_DOCUMENT_MODES
+from pipeline.sources import COMPRESSIONS, INPUT_FORMATS, InputConfig
+from pipeline.whitening_math import DEFAULT_WHITENING_DIMS, DEFAULT_WHITENING_SOURCE, WHITENING_SOURCES
+from transforms.batching import BatchingConfig
+from transforms.features import LONG_DOCUMENT_MODES, FeatureConfig
+from transforms.model_outputs import OutputRequest
 from transforms.records import EXCERPT_CHARS
+
+__all__ = ["DEFAULT_MODEL", "BertBeamOptions", "ConfigurationError", "all_options_parser", "excerpt_length",
+           "non_negative_int", "parse_bool", "parse_pipeline_options", "positive_int",
+           "spell_out_bare_booleans", "valued_booleans"]
 
 DEFAULT_MODEL = "https://tfhub.dev/google/bert_cased_L-24_H-1024_A-16/1"
 
@@ -67,16 +74,29 @@ class BertBeamOptions(PipelineOptions):
         group.add_argument("--model", default=DEFAULT_MODEL,
                            help="TF Hub handle: tfhub.dev or Kaggle URL, local or gs:// SavedModel "
                            "folder, or a .tar.gz archive of one.")
-        group.add_argument("--max_seq_length", type=positive_int, default=128,
+        group.add_argument("--max_seq_length", type=positive_int, default=FeatureConfig.max_seq_length,
                            help="Tokens per sequence including [CLS]/[SEP]; at most the model's "
                            "position limit.")
         group.add_argument("--input_format", choices=INPUT_FORMATS, default=None,
-                           help="text (one document per line) or jsonl; default from the extension.")
-        group.add_argument("--id_field", default="id", help="JSON Lines field holding the document id.")
-        group.add_argument("--text_field", default="text", help="JSON Lines field holding the text.")
-        group.add_argument("--text_b_field", default=None,
-                           help="JSON Lines field holding the second text of a pair (optional).")
-        group.add_argument("--long_document", choices=LONG_DOCUMENT_MODES, default="truncate",
+                           help="text (one document per line), jsonl, csv (a header row names the "
+                           "columns) or parquet; default from the extension (.jsonl/.ndjson/.json: jsonl, "
+                           ".csv/.tsv: csv, .parquet: parquet, else text).")
+        group.add_argument("--id_field", default=InputConfig.id_field,
+                           help="JSON Lines field or CSV/Parquet column holding the document id.")
+        group.add_argument("--text_field", default=InputConfig.text_field,
+                           help="JSON Lines field or CSV/Parquet column holding the text.")
+        group.add_argument("--text_b_field", default=InputConfig.text_b_field,
+                           help="JSON Lines field or CSV/Parquet column holding the second text of a "
+                           "pair (optional).")
+        group.add_argument("--csv_delimiter", type=parse_delimiter, default=InputConfig.csv_delimiter,
+                           help="CSV field delimiter: one ASCII character, \\t or tab for a tab "
+                           "(default: a comma; a tab for .tsv).")
+        group.add_argument("--skip_embedded_in", default=None,
+                           help="Comma-separated output prefixes of completed earlier runs; documents "
+                           "whose id one of them holds with every window are skipped (counted in "
+                           "documents_skipped).")
+        group.add_argument("--long_document", choices=LONG_DOCUMENT_MODES,
+                           default=FeatureConfig.long_document,
                            help="truncate: keep the first max_seq_length-2 wordpieces; window: "
                            "overlapping windows covering every wordpiece.")
         group.add_argument("--doc_stride", type=positive_int, default=None,
@@ -85,21 +105,31 @@ class BertBeamOptions(PipelineOptions):
                            help="Override the model's vocab.txt.")
         group.add_argument("--do_lower_case", type=parse_bool, default=None,
                            help="Override the model's lower-casing (true|false).")
-        group.add_argument("--outputs", default="pooled,sequence",
+        group.add_argument("--outputs", default=",".join(OutputRequest.kinds),
                            help="Comma-separated outputs to write: pooled, mean, sequence.")
-        group.add_argument("--sequence_dtype", choices=SEQUENCE_DTYPES, default="float32",
+        group.add_argument("--sequence_dtype", choices=SEQUENCE_DTYPES, default=OutputRequest.sequence_dtype,
                            help="Storage of sequence_output: float32 (a float list), or float16 / "
                            "bfloat16 (half the size, raw little-endian bytes; the reader decodes them).")
+        group.add_argument("--whitening_dims", type=non_negative_int, default=DEFAULT_WHITENING_DIMS,
+                           help="Whiten --whitening_source to this many dimensions with a whitening fitted "
+                           "on the run's own records (tf.Transform), saved as PREFIX.whitening/; 0: off.")
+        group.add_argument("--whitening_source", choices=WHITENING_SOURCES, default=DEFAULT_WHITENING_SOURCE,
+                           help="The output that --whitening_dims whitens: mean or pooled; it must be in "
+                           "--outputs.")
         group.add_argument("--dead_letter", default=None,
                            help="Prefix for rejected records (JSON Lines); default "
                            "DIR/dead_letter/NAME beside --output DIR/NAME.")
         group.add_argument("--dead_letter_excerpt_chars", type=excerpt_length, default=EXCERPT_CHARS,
                            help=f"Characters of a rejected record kept in its dead letter, 0 to "
                            f"{EXCERPT_CHARS}; 0 keeps only its location (for sensitive data).")
-        group.add_argument("--compression", choices=sorted(COMPRESSIONS), default="auto",
+        group.add_argument("--compression", choices=sorted(COMPRESSIONS), default=InputConfig.compression,
                            help="Input decompression: auto (from the extension), gzip or none.")
+        group.add_argument("--output_format", choices=OUTPUT_FORMATS, default=DEFAULT_OUTPUT_FORMAT,
+                           help="tfrecord (tf.Examples) or parquet (one row per record, the same features "
+                           "as columns); shards PREFIX-SSSSS-of-NNNNN.tfrecord or .parquet.")
         group.add_argument("--output_compression", choices=sorted(OUTPUT_COMPRESSIONS), default="none",
-                           help="Output shard compression: none or gzip (.tfrecord.gz).")
+                           help="Output shard compression: none or gzip (.tfrecord.gz; for Parquet, GZIP "
+                           "pages).")
         group.add_argument("--num_shards", type=int, default=0,
                            help="Output shards; 0 lets the runner decide.")
         group.add_argument("--signature", default=None,
@@ -112,19 +142,21 @@ class BertBeamOptions(PipelineOptions):
         group.add_argument("--allow_model_ops", default=None,
                            help="Comma-separated TensorFlow operations to accept in the model's graphs "
                            "beyond those a BERT needs (e.g. WriteFile); only for a model you trust.")
-        group.add_argument("--batch_size", type=positive_int, default=32,
+        group.add_argument("--batch_size", type=positive_int, default=BatchingConfig.max_batch_size,
                            help="Largest number of sequences per model call.")
-        group.add_argument("--max_batch_tokens", type=positive_int, default=16384,
+        group.add_argument("--max_batch_tokens", type=positive_int, default=BatchingConfig.max_batch_tokens,
                            help="Largest padded size (sequences x padded length) of one model call.")
-        group.add_argument("--bucket_boundaries", default="16,32,48,64,80,96,128,160,208,272,368,512",
+        group.add_argument("--bucket_boundaries",
+                           default=",".join(map(str, BatchingConfig.bucket_boundaries)),
                            help="Padded lengths: a batch is padded to the smallest one that holds "
                            "its longest sequence (none: always pad to max_seq_length).")
         group.add_argument("--round_batch_rows", type=parse_bool, nargs="?", const=True, default=None,
                            help="Pad a partial batch with empty rows to a power of two, so the model "
                            "sees few distinct shapes (each new shape costs a first-call warm-up; with "
                            "--jit_compile a compilation). Default: true with --jit_compile, else false.")
-        group.add_argument("--large_model", type=parse_bool, nargs="?", const=True, default=False,
-                           help="Share one model copy across the SDK processes of a worker.")
+        group.add_argument("--large_model", type=parse_bool, nargs="?", const=True, default=None,
+                           help="Share one model copy across the SDK processes of a worker "
+                           "(default: true with --gpu_type unless --model_copies is given, else false).")
         group.add_argument("--model_copies", type=positive_int, default=None,
                            help="Exact number of model copies per worker (implies sharing).")
         group.add_argument("--jit_compile", type=parse_bool, nargs="?", const=True, default=False,
@@ -134,8 +166,9 @@ class BertBeamOptions(PipelineOptions):
                            help="TensorFlow intra- and inter-op threads per worker process (0: "
                            "TensorFlow's default, every core). Default: cores / processes when "
                            "--direct_num_workers runs several processes that each load the model, else 0.")
-        group.add_argument("--max_record_bytes", type=positive_int, default=DEFAULT_MAX_RECORD_BYTES,
-                           help="Largest input record (line) accepted; longer ones are dead-lettered.")
+        group.add_argument("--max_record_bytes", type=positive_int, default=InputConfig.max_record_bytes,
+                           help="Largest input record accepted (a line, a CSV record, a Parquet row's "
+                           "texts); larger ones are dead-lettered.")
         cloud = parser.add_argument_group("bert-beam on Google Cloud Dataflow")
         cloud.add_argument("--gpu_type", default=None,
                            help="GPU for the Dataflow workers, e.g. nvidia-l4 or nvidia-tesla-t4; sets "
@@ -148,25 +181,6 @@ class BertBeamOptions(PipelineOptions):
         cloud.add_argument("--right_fitting", type=parse_bool, nargs="?", const=True, default=False,
                            help="Only the embedding step runs on GPU workers (resource hints); "
                            "reading and writing stay on the job's CPU workers.")
-
-
-def worker_tf_threads(options: PipelineOptions) -> int:
-    """TensorFlow threads per worker process: ``--tf_threads``, or by default the machine's
-    cores split between the DirectRunner's worker processes when each holds a model copy
-    (several processes each using every core slow each other down), else 0 (every core)."""
-    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
-
-    bert = options.view_as(BertBeamOptions)
-    if bert.tf_threads is not None:
-        return bert.tf_threads
-    direct = options.view_as(DirectOptions)
-    runner = options.view_as(StandardOptions).runner
-    processes = direct.direct_num_workers or 1
-    local = runner is None or str(runner).split(".")[-1] in ("DirectRunner", "PrismRunner")
-    shared = bert.large_model or bert.model_copies is not None
-    if local and direct.direct_running_mode == "multi_processing" and processes > 1 and not shared:
-        return max(1, (os.cpu_count() or 1) // processes)
-    return 0
 
 
 def all_options_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,13 @@
-"""Checks a run's configuration before any work starts and resolves it into a RunPlan."""
+"""Checks a run's configuration before any work starts and resolves it into one typed RunPlan.
+
+``prepare_run`` reads the options once and decides every derived default (the GPU and model
+sharing, TensorFlow's threads, the dead-letter prefix, the Dataflow additions); the stages are
+wired from the plan alone (``pipeline.run.build_pipeline``).
+"""
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import posixpath
@@ -11,75 +17,143 @@ from dataclasses import dataclass
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+from apache_beam.runners.runner import create_runner
 
 from pipeline import schema
+from pipeline.dataflow import check_dataflow_job, dataflow_job_options, is_dataflow
+from pipeline.incremental import EarlierOutput, check_earlier_outputs, parse_prefixes
+from pipeline.manifest import model_fingerprint
 from pipeline.options import BertBeamOptions, ConfigurationError
 from pipeline.sinks import default_dead_letter_prefix
-from pipeline.sources import InputConfig, binary_inputs_error
+from pipeline.sources import InputConfig, binary_inputs_error, input_columns_error
+from pipeline.whitening_math import DEFAULT_WHITENING_DIMS, DEFAULT_WHITENING_SOURCE, whitening_error
+from pipeline.workers import WorkerPlan, plan_workers
 from transforms.batching import BatchingConfig
 from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.embed import TokenizerConfig
 from transforms.features import FeatureConfig, pad_batch, parse_bucket_boundaries
+from transforms.model_handler import BertModelHandler
 from transforms.model_loading import LoadedBert, ModelConfig, ModelError, parse_tensor_names
 from transforms.model_ops import parse_op_names
+from transforms.model_outputs import OutputRequest
 from transforms.records import Features
 from transforms.tokenization import FullTokenizer, read_vocab_file
+
+__all__ = ["EmbeddingPlan", "InputPlan", "OutputPlan", "RunPlan", "job_options", "prepare_run",
+           "probe_failure_kind"]
 
 _LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RunPlan:
-    """Everything the pipeline needs, resolved and validated."""
+class InputPlan:
+    """What ``ReadDocuments`` reads."""
 
-    input_pattern: str
-    input_config: InputConfig
-    output_prefix: str
-    dead_letter_prefix: str
-    excerpt_chars: int
-    outputs: tuple[str, ...]
-    sequence_dtype: str
-    output_compression: str
-    num_shards: int
-    model_config: ModelConfig
-    model_path: str
-    model_description: str
-    tokenizer_config: TokenizerConfig
-    feature_config: FeatureConfig
-    hidden_size: int
+    pattern: str
+    config: InputConfig
+    files: int  # matched when the run was planned
+    skip_embedded_in: tuple[EarlierOutput, ...] = ()  # completed earlier outputs whose documents are skipped
+
+
+@dataclass(frozen=True)
+class EmbeddingPlan:
+    """What ``EmbedDocuments`` needs: tokenizer, features, batching, the model and where it runs."""
+
+    tokenizer: TokenizerConfig
+    features: FeatureConfig
     batching: BatchingConfig
-    large_model: bool
-    model_copies: int | None
-    input_files: int
+    model: ModelConfig
+    outputs: OutputRequest
+    workers: WorkerPlan
+    model_path: str  # the handle resolved: the folder the model was loaded from
+    model_description: str
+    hidden_size: int
 
-    def describe(self) -> str:
-        return (
-            f"{self.input_files} input file(s) matching {self.input_pattern}; model: "
-            f"{self.model_description}; hidden size {self.hidden_size}; max_seq_length "
-            f"{self.feature_config.max_seq_length}, {self.feature_config.long_document}; "
-            f"vocab of {len(self.tokenizer_config.vocab_lines)} tokens, "
-            f"do_lower_case={self.tokenizer_config.do_lower_case}; {self.batching.describe()}; "
-            f"{self._sharing()}; outputs "
-            f"{','.join(self.outputs)} → {self.output_prefix}; dead letters → {self.dead_letter_prefix}"
+    def model_handler(self) -> BertModelHandler:
+        return BertModelHandler(
+            self.model,
+            self.batching,
+            outputs=self.outputs,
+            large_model=self.workers.large_model,
+            model_copies=self.workers.model_copies,
+            require_gpu=self.workers.require_gpu,
+            tf_threads=self.workers.tf_threads,
         )
 
-    def _sharing(self) -> str:
-        if self.model_copies is not None:
-            return f"{self.model_copies} model copies per machine, shared by its worker processes"
-        if self.large_model:
-            return "one model copy per machine, shared by its worker processes (--large_model)"
-        return "a model copy per worker process"
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """What ``WriteEmbeddings`` and ``WriteDeadLetters`` write, and where."""
+
+    prefix: str
+    outputs: OutputRequest
+    hidden_size: int
+    format: str
+    compression: str
+    num_shards: int
+    dead_letter_prefix: str
+    excerpt_chars: int
+    whitening_dims: int = DEFAULT_WHITENING_DIMS  # 0: no whitened_output
+    whitening_source: str = DEFAULT_WHITENING_SOURCE
 
 
-def _match_input_files(pattern: str, compression: str) -> list[str]:
-    """The files ``--input`` matches; fails when there are none or all are binary."""
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the pipeline needs, resolved and validated; ``pipeline_options`` are the job's Beam
+    options: the user's, with what a Dataflow job needs added."""
+
+    input: InputPlan
+    embedding: EmbeddingPlan
+    output: OutputPlan
+    pipeline_options: PipelineOptions
+
+    def describe(self) -> str:
+        embedding = self.embedding
+        return (
+            f"{self.input.files} input file(s) matching {self.input.pattern}{self._skipping()}; model: "
+            f"{embedding.model_description}; hidden size {embedding.hidden_size}; max_seq_length "
+            f"{embedding.features.max_seq_length}, {embedding.features.long_document}; "
+            f"vocab of {len(embedding.tokenizer.vocab_lines)} tokens, "
+            f"do_lower_case={embedding.tokenizer.do_lower_case}; {embedding.batching.describe()}; "
+            f"{embedding.workers.describe_sharing()}; outputs "
+            f"{','.join(self.output.outputs.kinds)}{self._whitening()} → {self.output.prefix}; "
+            f"dead letters → {self.output.dead_letter_prefix}"
+        )
+
+    def _whitening(self) -> str:
+        output = self.output
+        if not output.whitening_dims:
+            return ""
+        return f", {output.whitening_source} whitened to {output.whitening_dims} dimensions"
+
+    def _skipping(self) -> str:
+        earlier = self.input.skip_embedded_in
+        if not earlier:
+            return ""
+        return f", skipping documents embedded in {', '.join(output.prefix for output in earlier)}"
+
+    def resolved_flags(self) -> dict[str, object]:
+        """The bert-beam flags whose defaults the plan derived, with the values the job runs with."""
+        workers = self.embedding.workers
+        return {"dead_letter": self.output.dead_letter_prefix, "large_model": workers.large_model,
+                "require_gpu": workers.require_gpu,
+                "round_batch_rows": self.embedding.batching.round_batch_rows,
+                "tf_threads": workers.tf_threads}
+
+
+def _match_input_files(pattern: str, config: InputConfig) -> list[str]:
+    """The files ``--input`` matches; fails when there are none, when all are binary (and not read as
+    Parquet), or when the first CSV or Parquet file lacks a column the flags name."""
     try:
         matched = [metadata.path for metadata in FileSystems.match([pattern])[0].metadata_list]
     except Exception as error:  # filesystems raise their own types for bad paths or buckets
         raise ConfigurationError(f"Cannot list --input {pattern!r}: {error}") from error
     if not matched:
         raise ConfigurationError(f"No file matches --input {pattern!r}.")
-    message = binary_inputs_error(matched, compression)
+    message = binary_inputs_error(matched, config.compression, config.input_format) or (
+        input_columns_error(matched, config))
     if message:
         raise ConfigurationError(message)
     return matched
@@ -208,69 +282,120 @@ def _inspect_model(
                        _probe_hidden_size(model, tokenizer_config, outputs))
 
 
-def prepare_run(options: BertBeamOptions) -> RunPlan:
-    """Validates every option and the model; raises ConfigurationError with a clear message."""
+def prepare_run(options: PipelineOptions) -> RunPlan:
+    """Validates every option and the model, cheapest checks first; raises ConfigurationError with a
+    clear message. The model is loaded last, once, and freed before the run."""
+    bert = options.view_as(BertBeamOptions)
     for flag in ("input", "output"):
-        if not getattr(options, flag):
+        if not getattr(bert, flag):
             raise ConfigurationError(f"--{flag} is required.")
-    try:
-        outputs = schema.parse_outputs(options.outputs)
-        feature_config = FeatureConfig(
-            max_seq_length=options.max_seq_length,
-            long_document=options.long_document,
-            doc_stride=options.doc_stride,
-        )
-        batching = BatchingConfig(
-            max_seq_length=options.max_seq_length,
-            bucket_boundaries=parse_bucket_boundaries(options.bucket_boundaries),
-            max_batch_size=options.batch_size,
-            max_batch_tokens=options.max_batch_tokens,
-            round_batch_rows=(options.jit_compile if options.round_batch_rows is None
-                              else options.round_batch_rows),
-        )
-        if batching.max_batch_tokens < options.max_seq_length:
-            raise ValueError(f"--max_batch_tokens ({options.max_batch_tokens}) must be at least "
-                             f"--max_seq_length ({options.max_seq_length}).")
-        model_config = ModelConfig(
-            handle=options.model,
-            signature=options.signature,
-            tensor_names=parse_tensor_names(options.signature_tensors),
-            jit_compile=options.jit_compile,
-            allow_model_ops=parse_op_names(options.allow_model_ops),
-        )
-    except ValueError as error:
-        raise ConfigurationError(str(error)) from error
-    input_files = len(_match_input_files(options.input, options.compression))
-    _check_writable(options.output)
-    model_facts = _inspect_model(options, model_config, outputs)
+    outputs, features, batching, model_config = _parse_configs(bert)
+    workers = plan_workers(options)
+    pipeline_options = job_options(options, workers)
+    _check_beam_options(pipeline_options)
+    FileSystems.set_options(pipeline_options)  # gs:// credentials for the listing and the probe below
+    input_config = InputConfig(
+        input_format=bert.input_format,
+        id_field=bert.id_field,
+        text_field=bert.text_field,
+        text_b_field=bert.text_b_field,
+        compression=bert.compression,
+        max_record_bytes=bert.max_record_bytes,
+        csv_delimiter=bert.csv_delimiter,
+    )
+    input_files = len(_match_input_files(bert.input, input_config))
+    _check_writable(bert.output)
+    model_facts = _inspect_model(bert, model_config, outputs.kinds)
+    message = whitening_error(bert.whitening_dims, bert.whitening_source, outputs.kinds,
+                              model_facts.hidden_size)
+    if message:
+        raise ConfigurationError(message)
     # The launcher needs the model only for these checks: free it (cycles included) before the
     # run, or a local multi-process run holds one more copy than its workers for its whole length.
     gc.collect()
+    earlier = parse_prefixes(bert.skip_embedded_in or "")
+    if earlier:
+        earlier = check_earlier_outputs(earlier, bert.get_all_options(current_only=True),
+                                        model_fingerprint(model_facts.path))
     return RunPlan(
-        input_pattern=options.input,
-        input_config=InputConfig(
-            input_format=options.input_format,
-            id_field=options.id_field,
-            text_field=options.text_field,
-            text_b_field=options.text_b_field,
-            compression=options.compression,
-            max_record_bytes=options.max_record_bytes,
+        input=InputPlan(pattern=bert.input, config=input_config, files=input_files, skip_embedded_in=earlier),
+        embedding=EmbeddingPlan(
+            tokenizer=model_facts.tokenizer_config,
+            features=features,
+            batching=batching,
+            model=model_config,
+            outputs=outputs,
+            workers=workers,
+            model_path=model_facts.path,
+            model_description=model_facts.description,
+            hidden_size=model_facts.hidden_size,
         ),
-        output_prefix=options.output,
-        dead_letter_prefix=options.dead_letter or default_dead_letter_prefix(options.output),
-        excerpt_chars=options.dead_letter_excerpt_chars,
-        outputs=outputs,
-        sequence_dtype=options.sequence_dtype,
-        output_compression=options.output_compression,
-        num_shards=options.num_shards,
-        model_config=model_config,
-        model_path=model_facts.path,
-        model_description=model_facts.description,
-        tokenizer_config=model_facts.tokenizer_config,
-        feature_config=feature_config,
-        hidden_size=model_facts.hidden_size,
-        batching=batching,
-        large_model=options.large_model,
-        model_copies=options.model_copies,
-        input_files=input_files,
+        output=OutputPlan(
+            prefix=bert.output,
+            outputs=outputs,
+            hidden_size=model_facts.hidden_size,
+            format=bert.output_format,
+            compression=bert.output_compression,
+            num_shards=bert.num_shards,
+            dead_letter_prefix=bert.dead_letter or default_dead_letter_prefix(bert.output),
+            excerpt_chars=bert.dead_letter_excerpt_chars,
+            whitening_dims=bert.whitening_dims,
+            whitening_source=bert.whitening_source,
+        ),
+        pipeline_options=pipeline_options,
     )
+
+
+def _parse_configs(
+    bert: BertBeamOptions,
+) -> tuple[OutputRequest, FeatureConfig, BatchingConfig, ModelConfig]:
+    """The stages' configs from the flags; each config checks its own values."""
+    try:
+        outputs = OutputRequest(schema.parse_outputs(bert.outputs), bert.sequence_dtype)
+        features = FeatureConfig(
+            max_seq_length=bert.max_seq_length,
+            long_document=bert.long_document,
+            doc_stride=bert.doc_stride,
+        )
+        batching = BatchingConfig(
+            max_seq_length=bert.max_seq_length,
+            bucket_boundaries=parse_bucket_boundaries(bert.bucket_boundaries),
+            max_batch_size=bert.batch_size,
+            max_batch_tokens=bert.max_batch_tokens,
+            round_batch_rows=bert.jit_compile if bert.round_batch_rows is None else bert.round_batch_rows,
+        )
+        if batching.max_batch_tokens < bert.max_seq_length:
+            raise ValueError(f"--max_batch_tokens ({bert.max_batch_tokens}) must be at least "
+                             f"--max_seq_length ({bert.max_seq_length}).")
+        model_config = ModelConfig(
+            handle=bert.model,
+            signature=bert.signature,
+            tensor_names=parse_tensor_names(bert.signature_tensors),
+            jit_compile=bert.jit_compile,
+            allow_model_ops=parse_op_names(bert.allow_model_ops),
+        )
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from error
+    return outputs, features, batching, model_config
+
+
+def job_options(options: PipelineOptions, workers: WorkerPlan) -> PipelineOptions:
+    """The job's Beam options: the user's, checked by Dataflow's rules and with what a Dataflow job
+    needs added when the runner is Dataflow."""
+    if not is_dataflow(options):
+        return options
+    check_dataflow_job(options)
+    return dataflow_job_options(options, workers.gpu)
+
+
+def _check_beam_options(options: PipelineOptions) -> None:
+    """Beam's own validator, as the pipeline will run it, now: before anything is listed or loaded."""
+    runner = options.view_as(StandardOptions).runner or StandardOptions.DEFAULT_RUNNER
+    try:
+        # On a copy: validating writes some defaults (save_main_session) into the options it reads.
+        errors = PipelineOptionsValidator(
+            copy.deepcopy(options), create_runner(runner) if isinstance(runner, str) else runner).validate()
+    except ValueError as error:  # an unknown runner name
+        raise ConfigurationError(str(error).strip()) from error
+    if errors:
+        raise ConfigurationError("Pipeline has validations errors: \n" + "\n".join(errors))

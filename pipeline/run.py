@@ -14,15 +14,10 @@ import time
 from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.dataflow import (
-    inference_resource_hints,
-    is_dataflow,
-    resolve_dataflow_options,
-    submitted_message,
-)
+from pipeline.dataflow import is_dataflow, submitted_message
 from pipeline.dry_run import describe_dry_run, dry_run_requested
+from pipeline.incremental import SkipEmbedded
 from pipeline.manifest import (
     build_manifest,
     delete_files,
@@ -31,50 +26,54 @@ from pipeline.manifest import (
     stale_shard_summaries,
     write_manifest,
 )
-from pipeline.options import BertBeamOptions, ConfigurationError, worker_tf_threads
+from pipeline.options import BertBeamOptions, ConfigurationError, parse_pipeline_options
 from pipeline.plan import RunPlan, prepare_run
 from pipeline.sinks import WriteDeadLetters, WriteEmbeddings
 from pipeline.sources import ReadDocuments
 from pipeline.summary import RunSummary, summarize
+from pipeline.whitening import WhitenEmbeddings, fit_failure, whitening_manifest
 from transforms.embed import EmbedDocuments
-from transforms.model_handler import BertModelHandler
-from transforms.model_outputs import OutputRequest
+
+__all__ = ["build_pipeline", "main", "run"]
 
 
 def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
-    """Wires the stages onto ``pipeline`` without running it."""
-    read = pipeline | "ReadDocuments" >> ReadDocuments(plan.input_pattern, plan.input_config)
-    documents = read.documents | "Redistribute" >> beam.Reshuffle()
-    handler = BertModelHandler(
-        plan.model_config,
-        plan.batching,
-        outputs=OutputRequest(plan.outputs, plan.sequence_dtype),
-        large_model=plan.large_model,
-        model_copies=plan.model_copies,
-        require_gpu=bool(pipeline.options.view_as(BertBeamOptions).require_gpu),
-        tf_threads=worker_tf_threads(pipeline.options),
-    )
+    """Wires the stages onto ``pipeline`` from the plan alone, without running it."""
+    read = pipeline | "ReadDocuments" >> ReadDocuments(plan.input.pattern, plan.input.config)
+    if plan.input.skip_embedded_in:
+        # The join on ids spreads the documents over workers as the Reshuffle would.
+        documents = (read.documents | "SkipEmbedded" >> SkipEmbedded(plan.input.skip_embedded_in)).documents
+    else:
+        documents = read.documents | "Redistribute" >> beam.Reshuffle()
+    embedding = plan.embedding
     # --right_fitting puts the model step (and only it) on GPU workers; no hints otherwise.
     embedded = documents | "EmbedDocuments" >> EmbedDocuments(
-        plan.tokenizer_config, plan.feature_config, plan.batching, handler,
-        inference_hints=inference_resource_hints(pipeline.options),
+        embedding.tokenizer, embedding.features, embedding.batching, embedding.model_handler(),
+        inference_hints=embedding.workers.inference_hints,
     )
-    _ = embedded.embeddings | "WriteEmbeddings" >> WriteEmbeddings(
-        plan.output_prefix, plan.outputs, plan.hidden_size, plan.output_compression, plan.num_shards,
-        plan.sequence_dtype,
+    output = plan.output
+    embeddings, rejected = embedded.embeddings, [read.rejected, embedded.rejected]
+    if output.whitening_dims:
+        whitened = embeddings | "WhitenEmbeddings" >> WhitenEmbeddings(
+            output.prefix, output.whitening_dims, output.whitening_source, output.hidden_size)
+        embeddings = whitened.embeddings
+        rejected.append(whitened.rejected)
+    _ = embeddings | "WriteEmbeddings" >> WriteEmbeddings(
+        output.prefix, output.outputs.kinds, output.hidden_size, output.compression, output.num_shards,
+        output.outputs.sequence_dtype, output_format=output.format, whitening_dims=output.whitening_dims,
     )
     _ = (
-        (read.rejected, embedded.rejected)
+        rejected
         | "MergeRejected" >> beam.Flatten()
-        | "WriteDeadLetters" >> WriteDeadLetters(plan.dead_letter_prefix, plan.excerpt_chars)
+        | "WriteDeadLetters" >> WriteDeadLetters(output.dead_letter_prefix, output.excerpt_chars)
     )
     return pipeline
 
 
-def _new_pipeline(options: PipelineOptions) -> beam.Pipeline:
-    """A pipeline on ``options``; Beam's own option checks (project id, gs:// paths ...) run here."""
+def _new_pipeline(plan: RunPlan) -> beam.Pipeline:
+    """A pipeline on the plan's options (which Beam's own checks have passed)."""
     try:
-        return beam.Pipeline(options=options)
+        return beam.Pipeline(options=plan.pipeline_options)
     except ValueError as error:  # Beam raises "Pipeline has validations errors: ..."
         raise ConfigurationError(str(error).strip()) from error
 
@@ -86,32 +85,35 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     must exit once the job exists); the counters are on the job's console page. With
     ``--dry_run`` it prints what would run, runs nothing and returns None.
     """
-    options = resolve_dataflow_options(list(argv) if argv is not None else sys.argv[1:])
+    options = parse_pipeline_options(list(argv) if argv is not None else sys.argv[1:])
     dry_run = dry_run_requested(options)
-    pipeline = test_pipeline if test_pipeline is not None else _new_pipeline(options)
-    plan = prepare_run(options.view_as(BertBeamOptions))
+    plan = prepare_run(options)
     logging.info("bert-beam: %s", plan.describe())
-    build_pipeline(plan, pipeline)
+    pipeline = build_pipeline(plan, test_pipeline if test_pipeline is not None else _new_pipeline(plan))
     if dry_run:
-        print(describe_dry_run(options, pipeline, plan.describe()), flush=True)
+        print(describe_dry_run(plan.pipeline_options, pipeline, plan.describe(), plan.resolved_flags()),
+              flush=True)
         return None
     _remove_earlier_outputs(plan)
     started = time.monotonic()
     result = pipeline.run()
-    if is_dataflow(options):
-        print(submitted_message(result, options), flush=True)
+    if is_dataflow(plan.pipeline_options):
+        print(submitted_message(result, plan.pipeline_options), flush=True)
         return None
     result.wait_until_finish()
-    summary = summarize(result, plan.output_prefix, plan.dead_letter_prefix, time.monotonic() - started)
+    output = plan.output
+    summary = summarize(result, output.prefix, output.dead_letter_prefix, time.monotonic() - started)
     manifest = build_manifest(
-        plan.output_prefix,
+        output.prefix,
         summary.counters,
-        {"handle": plan.model_config.handle, "path": plan.model_path,
-         "fingerprint": model_fingerprint(plan.model_path)},
-        options.view_as(BertBeamOptions).get_all_options(current_only=True),
+        {"handle": plan.embedding.model.handle, "path": plan.embedding.model_path,
+         "fingerprint": model_fingerprint(plan.embedding.model_path)},
+        {**options.view_as(BertBeamOptions).get_all_options(current_only=True), **plan.resolved_flags()},
     )
-    write_manifest(plan.output_prefix, manifest)
-    delete_files(stale_shard_summaries(plan.output_prefix))
+    if output.whitening_dims:
+        manifest["whitening"] = whitening_manifest(output.prefix)
+    write_manifest(output.prefix, manifest)
+    delete_files(stale_shard_summaries(output.prefix))
     print(summary.report(), flush=True)
     print(summary.line(), flush=True)
     return summary
@@ -123,15 +125,16 @@ def _remove_earlier_outputs(plan: RunPlan) -> None:
     Beam's sinks finalise shards by renaming; shards of an earlier run with another shard
     count would otherwise stay beside the new ones and be read twice.
     """
-    stale = stale_outputs(plan.output_prefix, plan.dead_letter_prefix)
+    stale = stale_outputs(plan.output.prefix, plan.output.dead_letter_prefix)
     if stale:
         logging.warning("bert-beam: replacing %d file(s) of an earlier run under %s, e.g. %s",
-                        len(stale), plan.output_prefix, stale[0])
+                        len(stale), plan.output.prefix, stale[0])
         delete_files(stale)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point (``bert-beam``); exit status 2 on misconfiguration.
+    """Console entry point (``bert-beam``); exit status 2 on misconfiguration, 1 when the job fails
+    for a reason it states in one sentence (a whitening that cannot be fitted).
 
     ``bert-beam convert ...`` is ``python -m pipeline.conversion ...``.
     """
@@ -147,6 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"bert-beam: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # the runner re-raises a worker's failure wrapped in its own types
+        message = fit_failure(error)
+        if message is None:
+            raise
+        print(f"bert-beam: error: the run failed: {message}", file=sys.stderr)
+        return 1
     return 0
 
 

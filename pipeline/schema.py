@@ -23,6 +23,7 @@ WINDOW = "window"
 TOKEN_OFFSET = "token_offset"
 SEQUENCE_LENGTH = "sequence_length"
 HIDDEN_SIZE = "hidden_size"
+WHITENED_OUTPUT = "whitened_output"
 
 # The type of a feature's stored values.
 BYTES = "bytes"
@@ -32,13 +33,26 @@ ONE = "one"
 PER_TOKEN = "per_token"  # sequence_length
 HIDDEN = "hidden"  # hidden_size
 PER_TOKEN_HIDDEN = "per_token_hidden"  # sequence_length * hidden_size, row-major [T, H]
+WHITENED = "whitened"  # --whitening_dims; written only when that is above 0
 
 OUTPUT_CHOICES = OUTPUT_KINDS
 DTYPE_TAG = "dtype:"
 
 SCHEMA_SUFFIX = ".schema.pbtxt"
+# The fitted whitening beside the shards (--whitening_dims): PREFIX.whitening/.
+WHITENING_SUFFIX = ".whitening"
 SHARD_SUFFIX = ".tfrecord"
 
+# --output_format: the file format of the shards, which hold the same features either way.
+TFRECORD = "tfrecord"
+PARQUET = "parquet"
+OUTPUT_FORMATS = (TFRECORD, PARQUET)
+DEFAULT_OUTPUT_FORMAT = TFRECORD
+PARQUET_SUFFIX = ".parquet"
+GZIP_SUFFIX = ".gz"
+# Shards are PREFIX-SSSSS-of-NNNNN<ending>; every ending a run writes, and its format.
+SHARD_NUMBERING = "-?????-of-?????"
+SHARD_ENDINGS = {SHARD_SUFFIX: TFRECORD, SHARD_SUFFIX + GZIP_SUFFIX: TFRECORD, PARQUET_SUFFIX: PARQUET}
 
 @dataclass(frozen=True)
 class OutputFeature:
@@ -87,15 +101,21 @@ FEATURES = (
                   kind=SEQUENCE,
                   raw_comment="sequence_output of the real tokens as raw little-endian {dtype}, "
                   "row-major [sequence_length, hidden_size]."),
+    OutputFeature(WHITENED_OUTPUT, FLOAT32, WHITENED,
+                  "The --whitening_source output whitened with the run's own corpus mean and covariance, "
+                  "--whitening_dims values; the fitted transform is PREFIX.whitening/."),
 )
 OUTPUT_FEATURES = {feature.kind: feature.key for feature in FEATURES if feature.kind is not None}
 
 
-def written_features(outputs: Sequence[str], sequence_dtype: str = FLOAT32) -> tuple[OutputFeature, ...]:
+def written_features(outputs: Sequence[str], sequence_dtype: str = FLOAT32,
+                     whitening_dims: int = 0) -> tuple[OutputFeature, ...]:
     """The features a run with ``outputs`` writes, in order; 16-bit ones in their bytes form."""
     written = []
     for feature in FEATURES:
         if feature.kind is not None and feature.kind not in outputs:
+            continue
+        if feature.shape == WHITENED and not whitening_dims:
             continue
         if feature.raw_comment is not None and sequence_dtype != FLOAT32:
             feature = replace(feature, dtype=BYTES, comment=feature.raw_comment.format(dtype=sequence_dtype),
@@ -115,17 +135,19 @@ def parse_outputs(text: str) -> tuple[str, ...]:
     return chosen
 
 
-def build_schema(outputs: Sequence[str], hidden_size: int, sequence_dtype: str = FLOAT32):
+def build_schema(outputs: Sequence[str], hidden_size: int, sequence_dtype: str = FLOAT32,
+                 whitening_dims: int = 0):
     """The tensorflow-metadata Schema of the records that a run with ``outputs`` writes.
 
     A 16-bit ``sequence_dtype`` stores ``sequence_output`` as one bytes value of raw
-    little-endian numbers, tagged ``dtype:float16`` or ``dtype:bfloat16``.
+    little-endian numbers, tagged ``dtype:float16`` or ``dtype:bfloat16``. ``whitening_dims``
+    above 0 adds ``whitened_output``, of that many values.
     """
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     types = {BYTES: schema_pb2.BYTES, INT64: schema_pb2.INT, FLOAT32: schema_pb2.FLOAT}
     schema = schema_pb2.Schema()
-    for feature in written_features(outputs, sequence_dtype):
+    for feature in written_features(outputs, sequence_dtype, whitening_dims):
         entry = schema.feature.add(name=feature.key, type=types[feature.dtype])
         entry.presence.min_fraction = 1.0
         entry.presence.min_count = 1
@@ -133,6 +155,8 @@ def build_schema(outputs: Sequence[str], hidden_size: int, sequence_dtype: str =
             entry.shape.dim.add(size=1)
         elif feature.shape == HIDDEN:
             entry.shape.dim.add(size=hidden_size)
+        elif feature.shape == WHITENED:
+            entry.shape.dim.add(size=whitening_dims)
         else:
             entry.value_count.min = 1
         entry.annotation.comment.append(feature.comment)
@@ -143,8 +167,14 @@ def build_schema(outputs: Sequence[str], hidden_size: int, sequence_dtype: str =
     return schema
 
 
-def schema_text(outputs: Sequence[str], hidden_size: int, sequence_dtype: str = FLOAT32) -> str:
+def schema_text(outputs: Sequence[str], hidden_size: int, sequence_dtype: str = FLOAT32,
+                whitening_dims: int = 0) -> str:
     """The schema as text protobuf, as written to ``PREFIX.schema.pbtxt``."""
     from google.protobuf import text_format
 
-    return text_format.MessageToString(build_schema(outputs, hidden_size, sequence_dtype))
+    return text_format.MessageToString(build_schema(outputs, hidden_size, sequence_dtype, whitening_dims))
+
+
+def shard_format(path: str) -> str | None:
+    """The output format of a shard from its file name's ending; None for a file that is no shard."""
+    return next((fmt for ending, fmt in SHARD_ENDINGS.items() if path.endswith(ending)), None)

@@ -1,11 +1,14 @@
-"""TFRecord shards written without extra copies, each summarised (records, bytes, CRC32C) as written.
+"""Shard sinks that summarise each shard (records, bytes, CRC32C) as they write it, and TFRecord framing.
 
-Beam's ``WriteToTFRecord`` joins every record with its framing into a new buffer before writing it,
-and the run's manifest used to read every shard back to count and checksum it: two more passes over
-outputs that run to gigabytes a second. This sink writes a record's framing and payload as separate
-writes, keeps a running CRC32C of the file's bytes, and leaves each shard's summary beside its
-temporary file. Finalising, it writes them all to ``PREFIX.shards.json`` before renaming the shards,
-so the launcher builds the manifest without reading a shard.
+The run's manifest used to read every shard back to count and checksum it: one more pass over
+outputs that run to gigabytes a second. ``SummarizedShardSink`` writes each shard through a
+``SummingFile`` that keeps a running CRC32C of the file's bytes, and leaves the shard's summary
+beside its temporary file. Finalising, it writes them all to ``PREFIX.shards.json`` before renaming
+the shards, so the launcher builds the manifest without reading a shard. The format is its
+subclasses' business: ``TFRecordShardSink`` here, ``parquet_sink.ParquetShardSink``.
+
+Beam's ``WriteToTFRecord`` joins every record with its framing into a new buffer before writing it;
+``TFRecordShardSink`` writes a record's framing and payload as separate writes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from apache_beam.coders import BytesCoder
 from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressedFile, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+__all__ = ["SUMMARIES_SUFFIX", "Payload", "ShardHandle", "SummarizedShardSink", "SummingFile",
+           "TFRecordShardSink", "masked_crc32c", "record_footer", "record_header", "write_record"]
 
 SUMMARIES_SUFFIX = ".shards.json"
 _SIDECAR_SUFFIX = ".summary.json"
@@ -106,43 +112,40 @@ class SummingFile:
         self._raw.close()
 
 
-class _ShardHandle:
-    """What ``open`` returns: the (possibly compressed) stream records go to, and its summary."""
+class ShardHandle:
+    """What a summarising sink's ``open`` returns: the temporary file, written through a
+    ``SummingFile``, and the records written to it. A format's handle adds its stream over ``file``
+    and overrides ``finish``."""
 
-    def __init__(self, temp_path: str, compression_type: str) -> None:
+    def __init__(self, temp_path: str) -> None:
         self.temp_path = temp_path
         self.file = SummingFile(FileSystems.create(temp_path, "application/octet-stream",
                                                     CompressionTypes.UNCOMPRESSED))
-        compressed = compression_type != CompressionTypes.UNCOMPRESSED
-        self.stream = CompressedFile(self.file, compression_type) if compressed else self.file
         self.records = 0
+
+    def finish(self) -> None:
+        """Writes what the format still holds, then closes the file."""
+        self.file.close()
 
     def summary(self) -> dict[str, int | str]:
         return {"records": self.records, "bytes": self.file.bytes, "crc32c": f"{self.file.crc32c:08x}"}
 
 
-class TFRecordShardSink(FileBasedSink):
-    """Serialized records → ``PREFIX-SSSSS-of-NNNNN.tfrecord[.gz]``, as ``tf.data.TFRecordDataset`` reads."""
+class SummarizedShardSink(FileBasedSink):
+    """A file sink whose shards are summarised as written and listed in ``PREFIX.shards.json``.
+
+    Subclasses open a ``ShardHandle`` and write each value into it, counting records; values reach
+    ``write_record`` as they are (no coder encodes them), so the coder given to Beam is never used.
+    """
 
     def __init__(self, file_path_prefix: str, file_name_suffix: str, num_shards: int,
-                 compression_type: str) -> None:
+                 compression_type: str = CompressionTypes.UNCOMPRESSED) -> None:
         super().__init__(file_path_prefix, coder=BytesCoder(), file_name_suffix=file_name_suffix,
                          num_shards=num_shards, mime_type="application/octet-stream",
                          compression_type=compression_type)
 
-    def open(self, temp_path: str) -> _ShardHandle:
-        return _ShardHandle(temp_path, self.compression_type)
-
-    def write_record(self, file_handle: _ShardHandle, value: Payload) -> None:
-        """Writes a record's bytes or pieces as they are: no coder joins them first."""
-        write_record(file_handle.stream, value)
-        file_handle.records += 1
-
-    def write_encoded_record(self, file_handle: _ShardHandle, encoded_value: bytes) -> None:
-        self.write_record(file_handle, encoded_value)
-
-    def close(self, file_handle: _ShardHandle) -> None:
-        file_handle.stream.close()  # a compressed stream closes the file under it
+    def close(self, file_handle: ShardHandle) -> None:
+        file_handle.finish()
         with FileSystems.create(file_handle.temp_path + _SIDECAR_SUFFIX) as sidecar:
             sidecar.write(json.dumps(file_handle.summary()).encode("utf-8"))
 
@@ -168,3 +171,30 @@ class TFRecordShardSink(FileBasedSink):
                   for index, summary in enumerate(summaries)]
         with FileSystems.create(self.file_path_prefix.get() + SUMMARIES_SUFFIX) as handle:
             handle.write(json.dumps({"shards": shards}, indent=1).encode("utf-8"))
+
+
+class _TFRecordShard(ShardHandle):
+    """A TFRecord shard: records go to ``stream``, the summing file or a gzip stream over it."""
+
+    def __init__(self, temp_path: str, compression_type: str) -> None:
+        super().__init__(temp_path)
+        compressed = compression_type != CompressionTypes.UNCOMPRESSED
+        self.stream = CompressedFile(self.file, compression_type) if compressed else self.file
+
+    def finish(self) -> None:
+        self.stream.close()  # a compressed stream closes the file under it
+
+
+class TFRecordShardSink(SummarizedShardSink):
+    """Serialized records → ``PREFIX-SSSSS-of-NNNNN.tfrecord[.gz]``, as ``tf.data.TFRecordDataset`` reads."""
+
+    def open(self, temp_path: str) -> _TFRecordShard:
+        return _TFRecordShard(temp_path, self.compression_type)
+
+    def write_record(self, file_handle: _TFRecordShard, value: Payload) -> None:
+        """Writes a record's bytes or pieces as they are: no coder joins them first."""
+        write_record(file_handle.stream, value)
+        file_handle.records += 1
+
+    def write_encoded_record(self, file_handle: _TFRecordShard, encoded_value: bytes) -> None:
+        self.write_record(file_handle, encoded_value)

@@ -1,8 +1,8 @@
-"""Writes embeddings as sharded TFRecords, the schema beside them, and dead letters.
+"""Writes embeddings as sharded TFRecords or Parquet files, the schema beside them, and dead letters.
 
 All three use Beam's file sinks, which write to temporary files and rename
-them into place when the run finalises; the shards' own sink also summarises
-each shard for the manifest (``shard_sink``).
+them into place when the run finalises; the shards' own sinks also summarise
+each shard for the manifest (``shard_sink``, ``parquet_sink``).
 """
 
 from __future__ import annotations
@@ -14,25 +14,36 @@ import time
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 
 from pipeline import schema
 from pipeline.encoding import ExampleEncoder
 from pipeline.example_wire import SerializedParts
+from pipeline.parquet_encoding import ArrowEncoder, arrow_schema, writer_options
+from pipeline.parquet_sink import ParquetShardSink
 from pipeline.shard_sink import TFRecordShardSink
 from transforms import counters
 from transforms.records import EXCERPT_CHARS, Embedding, Rejected, excerpt
 
+__all__ = ["DEAD_LETTER_SUFFIX", "OUTPUT_COMPRESSIONS", "PARQUET_CODECS", "WriteDeadLetters",
+           "WriteEmbeddings", "default_dead_letter_prefix", "rejected_to_json", "shard_suffix"]
+
 OUTPUT_COMPRESSIONS = {"none": CompressionTypes.UNCOMPRESSED, "gzip": CompressionTypes.GZIP}
+# --output_compression for Parquet shards: the codec of every column's pages (the file is never
+# gzipped whole: readers find the codec in the footer, and BigQuery and DuckDB read GZIP pages).
+PARQUET_CODECS = {"none": "NONE", "gzip": "GZIP"}
 DEAD_LETTER_SUFFIX = ".jsonl"
 _LOG = logging.getLogger(__name__)
 _ENCODE_BATCH = 64
 
 
-def shard_suffix(output_compression: str) -> str:
-    """``.tfrecord``, or ``.tfrecord.gz`` for gzip-compressed shards."""
-    return schema.SHARD_SUFFIX + (".gz" if output_compression == "gzip" else "")
+def shard_suffix(output_compression: str, output_format: str = schema.DEFAULT_OUTPUT_FORMAT) -> str:
+    """``.tfrecord``, ``.tfrecord.gz`` for gzip-compressed TFRecord shards, or ``.parquet``."""
+    if output_format == schema.PARQUET:
+        return schema.PARQUET_SUFFIX
+    return schema.SHARD_SUFFIX + (schema.GZIP_SUFFIX if output_compression == "gzip" else "")
 
 
 def default_dead_letter_prefix(output_prefix: str) -> str:
@@ -41,26 +52,50 @@ def default_dead_letter_prefix(output_prefix: str) -> str:
     return posixpath.join(directory, "dead_letter", name)
 
 
-class _EncodeExamples(beam.DoFn):
-    """Batches of Embeddings → serialized tf.Examples, as parts for the shard sink; counts them."""
+class _EncodeBatches(beam.DoFn):
+    """Batches of Embeddings → what a shard sink writes (``_encode``); counts records and documents."""
 
-    def __init__(self, outputs: Sequence[str], sequence_dtype: str) -> None:
+    def __init__(self, outputs: Sequence[str], sequence_dtype: str, whitening_dims: int) -> None:
         self._outputs = tuple(outputs)
         self._sequence_dtype = sequence_dtype
-        self._encoder: ExampleEncoder | None = None
+        self._whitening_dims = whitening_dims
         self._records = Metrics.counter(counters.NAMESPACE, counters.RECORDS_WRITTEN)
         self._documents = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_EMBEDDED)
 
     def setup(self) -> None:
-        self._encoder = ExampleEncoder(self._outputs, self._sequence_dtype)
         self._progress = _Progress()
 
-    def process(self, batch: Sequence[Embedding]) -> Iterator[SerializedParts]:
-        encoded = self._encoder.encode_parts(batch)
-        self._records.inc(len(encoded))
+    def _encode(self, batch: Sequence[Embedding]) -> list:
+        raise NotImplementedError
+
+    def process(self, batch: Sequence[Embedding]) -> Iterator:
+        encoded = self._encode(batch)
+        self._records.inc(len(batch))
         self._documents.inc(sum(1 for e in batch if e.features.window == 0))
-        self._progress.add(len(encoded))
+        self._progress.add(len(batch))
         yield from encoded
+
+
+class _EncodeExamples(_EncodeBatches):
+    """Batches of Embeddings → serialized tf.Examples, as parts for the TFRecord shard sink."""
+
+    def setup(self) -> None:
+        super().setup()
+        self._encoder = ExampleEncoder(self._outputs, self._sequence_dtype, self._whitening_dims)
+
+    def _encode(self, batch: Sequence[Embedding]) -> list[SerializedParts]:
+        return self._encoder.encode_parts(batch)
+
+
+class _EncodeArrowBatches(_EncodeBatches):
+    """Batches of Embeddings → one Arrow record batch each, for the Parquet shard sink."""
+
+    def setup(self) -> None:
+        super().setup()
+        self._encoder = ArrowEncoder(self._outputs, self._sequence_dtype, self._whitening_dims)
+
+    def _encode(self, batch: Sequence[Embedding]) -> list[pa.RecordBatch]:
+        return [self._encoder.encode(batch)]
 
 
 class _Progress:
@@ -80,8 +115,8 @@ class _Progress:
                       self._count, self._count / (now - self._start))
 
 
-class WriteEmbeddings(beam.PTransform):
-    """Embeddings → ``PREFIX-SSSSS-of-NNNNN.tfrecord[.gz]`` plus ``PREFIX.schema.pbtxt``."""
+class WriteEmbeddings(beam.PTransform[beam.PCollection[Embedding], dict[str, beam.PCollection[str]]]):
+    """Embeddings → ``PREFIX-SSSSS-of-NNNNN.tfrecord[.gz]`` (or ``.parquet``) plus ``PREFIX.schema.pbtxt``."""
 
     def __init__(
         self,
@@ -91,33 +126,55 @@ class WriteEmbeddings(beam.PTransform):
         output_compression: str = "none",
         num_shards: int = 0,
         sequence_dtype: str = schema.FLOAT32,
+        output_format: str = schema.DEFAULT_OUTPUT_FORMAT,
+        whitening_dims: int = 0,
     ) -> None:
         super().__init__()
+        if output_format not in schema.OUTPUT_FORMATS:
+            raise ValueError(f"output_format must be one of {', '.join(schema.OUTPUT_FORMATS)}; "
+                             f"got {output_format!r}.")
         self._prefix = output_prefix
         self._outputs = tuple(outputs)
         self._hidden_size = hidden_size
         self._compression = output_compression
         self._num_shards = num_shards
         self._sequence_dtype = sequence_dtype
+        self._format = output_format
+        self._whitening_dims = whitening_dims
 
-    def expand(self, embeddings):
-        written = (
+    def expand(self, embeddings: beam.PCollection[Embedding]) -> dict[str, beam.PCollection[str]]:
+        batches = (
             embeddings
             # A fixed size: Beam's adaptive sizing fits a regression per batch, for nothing here.
             | "BatchForEncoding" >> beam.BatchElements(min_batch_size=_ENCODE_BATCH,
                                                        max_batch_size=_ENCODE_BATCH)
-            | "EncodeExamples" >> beam.ParDo(_EncodeExamples(self._outputs, self._sequence_dtype))
-            | "WriteTFRecords" >> beam.io.Write(TFRecordShardSink(
-                self._prefix,
-                file_name_suffix=shard_suffix(self._compression),
-                num_shards=self._num_shards,
-                compression_type=OUTPUT_COMPRESSIONS[self._compression],
-            ))
         )
+        suffix = shard_suffix(self._compression, self._format)
+        layout = (self._outputs, self._sequence_dtype, self._whitening_dims)
+        if self._format == schema.PARQUET:
+            arrow = arrow_schema(self._outputs, self._hidden_size, self._sequence_dtype, self._whitening_dims)
+            written = (
+                batches
+                | "EncodeArrowBatches" >> beam.ParDo(_EncodeArrowBatches(*layout))
+                | "WriteParquet" >> beam.io.Write(ParquetShardSink(
+                    self._prefix, suffix, self._num_shards, arrow,
+                    writer_options(PARQUET_CODECS[self._compression], arrow)))
+            )
+        else:
+            written = (
+                batches
+                | "EncodeExamples" >> beam.ParDo(_EncodeExamples(*layout))
+                | "WriteTFRecords" >> beam.io.Write(TFRecordShardSink(
+                    self._prefix,
+                    file_name_suffix=suffix,
+                    num_shards=self._num_shards,
+                    compression_type=OUTPUT_COMPRESSIONS[self._compression],
+                ))
+            )
         schema_file = (
             embeddings.pipeline
-            | "CreateSchema" >> beam.Create(
-                [schema.schema_text(self._outputs, self._hidden_size, self._sequence_dtype)])
+            | "CreateSchema" >> beam.Create([schema.schema_text(
+                self._outputs, self._hidden_size, self._sequence_dtype, self._whitening_dims)])
             | "WriteSchema" >> beam.io.WriteToText(
                 self._prefix + schema.SCHEMA_SUFFIX.removesuffix(".pbtxt"),
                 file_name_suffix=".pbtxt",
@@ -130,11 +187,14 @@ class WriteEmbeddings(beam.PTransform):
 
 def rejected_to_json(rejected: Rejected, excerpt_chars: int = EXCERPT_CHARS) -> str:
     """One dead-letter line: where the record came from, why it was rejected, a bounded excerpt,
-    and for a window failed at inference its index (kept when the excerpt is not)."""
+    and for a window failed at inference its index and its document's ``id`` (both kept when the
+    excerpt is not: ``--skip_embedded_in`` reads them)."""
     letter = {"source": rejected.source, "stage": rejected.stage, "reason": rejected.reason,
               "raw": excerpt(rejected.raw, excerpt_chars) if excerpt_chars else ""}
     if rejected.window is not None:
         letter["window"] = rejected.window
+    if rejected.document_id is not None:
+        letter["id"] = rejected.document_id
     return json.dumps(letter, ensure_ascii=False)
 
 
@@ -152,7 +212,7 @@ class _CountAndFormatRejected(beam.DoFn):
         yield rejected_to_json(rejected, self._excerpt_chars)
 
 
-class WriteDeadLetters(beam.PTransform):
+class WriteDeadLetters(beam.PTransform[beam.PCollection[Rejected], beam.PCollection[str]]):
     """Rejected → ``PREFIX-SSSSS-of-NNNNN.jsonl``, counted as ``documents_rejected`` and ``windows_rejected``.
 
     Every rejected record leaves through here: its ``raw`` is cut to ``excerpt_chars``
@@ -166,7 +226,7 @@ class WriteDeadLetters(beam.PTransform):
         self._prefix = prefix
         self._excerpt_chars = excerpt_chars
 
-    def expand(self, rejected):
+    def expand(self, rejected: beam.PCollection[Rejected]) -> beam.PCollection[str]:
         return (
             rejected
             | "ToJson" >> beam.ParDo(_CountAndFormatRejected(self._excerpt_chars))

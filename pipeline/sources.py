@@ -1,12 +1,12 @@
 """Reads input files into validated Documents; anything unusable becomes a Rejected.
 
-Files are matched with Beam's filesystems (local, ``gs://``, ...), decompressed
-by extension, and streamed line by line with a bounded line length, so one
-enormous line cannot exhaust memory. Each line is one record: plain text (one
-document per line, id ``FILE:LINE``) or JSON Lines. A file whose first block
-shows a binary format (Parquet, zip, compressed data left compressed, NUL bytes)
-is one rejection instead of lines of garbage. A bad record is rejected alone; only an
-I/O or decompression error ends a file early, its unread rest one rejection.
+Files are matched with Beam's filesystems (local, ``gs://``, ...) and read by format: text (one
+document per line, id ``FILE:LINE``), JSON Lines and CSV are decompressed by extension and streamed
+with a bounded record length, so one enormous record cannot exhaust memory; Parquet files are split
+into row groups (``parquet_input``) that workers read apart. A text, JSON Lines or CSV file whose
+first block shows a binary format (Parquet, zip, compressed data left compressed, NUL bytes) is one
+rejection instead of records of garbage. A bad record is rejected alone; only an I/O or
+decompression error ends a file early, its unread rest one rejection.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import gzip
 import json
 import lzma
 import os
-import re
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import apache_beam as beam
 import zstandard
@@ -31,47 +30,44 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from google.api_core.exceptions import GoogleAPIError
 
+from pipeline.binary_formats import SNIFF_BYTES, BinaryFormat, sniff_binary_format
+from pipeline.csv_input import RawRecord, csv_records, delimiter_for, parse_fields, split_records
+from pipeline.parquet_input import (
+    PARQUET_ERRORS,
+    RowGroup,
+    parquet_columns,
+    read_row_group,
+    split_row_groups,
+)
+from pipeline.record_fields import column_problem, document_from_fields
 from transforms import counters
 from transforms.records import EXCERPT_CHARS, REJECTED_TAG, STAGE_READ, Document, Rejected, excerpt
 
+__all__ = ["COLUMN_CHECK_TRIES", "COMPRESSIONS", "CSV", "DEFAULT_MAX_RECORD_BYTES", "INPUT_FORMATS", "JSONL",
+           "PARQUET", "TEXT", "InputConfig", "ReadDocuments", "ReadDocumentsResult", "binary_inputs_error",
+           "format_for_path", "input_columns_error", "parse_record", "sniff_file"]
+
 TEXT = "text"
 JSONL = "jsonl"
-INPUT_FORMATS = (TEXT, JSONL)
-_EXTENSION_FORMATS = {".txt": TEXT, ".text": TEXT, ".jsonl": JSONL, ".ndjson": JSONL, ".json": JSONL}
+CSV = "csv"
+PARQUET = "parquet"
+INPUT_FORMATS = (TEXT, JSONL, CSV, PARQUET)
+_EXTENSION_FORMATS = {".txt": TEXT, ".text": TEXT, ".jsonl": JSONL, ".ndjson": JSONL, ".json": JSONL,
+                      ".csv": CSV, ".tsv": CSV, ".parquet": PARQUET}
 _COMPRESSION_EXTENSIONS = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")
 COMPRESSIONS = {"auto": CompressionTypes.AUTO, "gzip": CompressionTypes.GZIP,
                 "none": CompressionTypes.UNCOMPRESSED}
 DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
 _CHUNK = 1024 * 1024
-SNIFF_BYTES = 8 * 1024
+# The launcher reads the header or footer of the first CSV and the first Parquet input, passing over
+# at most this many unreadable ones (the run dead-letters them), never every file.
+COLUMN_CHECK_TRIES = 3
 # What opening or reading a file raises when the file or its storage is at fault, not bert-beam:
 # OSError (Beam's BeamIOError, gzip.BadGzipFile, bzip2's invalid data stream, network errors), EOFError
 # (a truncated gzip or bzip2 stream), the raw decompressors' errors, and GCS's API errors (NotFound).
 # Only these end a file early as unreadable; anything else is a bug and fails the bundle.
 _IO_ERRORS: tuple[type[Exception], ...] = (
     OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, GoogleAPIError)
-_DECOMPRESS_HINT = ("; compressed input is decompressed only when its name ends in .gz, .bz2, .zst, .xz, "
-                    ".lzma or .deflate, or with --compression=gzip")
-# Magic numbers at offset 0, each too specific to open a line of text (bzip2's includes its block
-# magic 1AY&SY). Formats without one (TFRecord, ORC, ...) are left to the NUL-byte check.
-_MAGICS: tuple[tuple[re.Pattern[bytes], str, str], ...] = tuple(
-    (re.compile(pattern), name, hint) for pattern, name, hint in (
-        (rb"PAR1", "Parquet", ""),
-        (rb"Obj\x01", "Avro", ""),
-        (rb"ARROW1\x00\x00", "Arrow IPC", ""),
-        (rb"\x93NUMPY", "NumPy .npy", ""),
-        (rb"\x89HDF\r\n\x1a\n", "HDF5", ""),
-        (rb"SQLite format 3\x00", "SQLite", ""),
-        (rb"PK(?:\x03\x04|\x05\x06)", "zip", "; unzip it first"),
-        (rb"%PDF-", "PDF", ""),
-        (rb"\x89PNG\r\n\x1a\n", "PNG", ""),
-        (rb"\xff\xd8\xff", "JPEG", ""),
-        (rb"\x1f\x8b", "gzip", _DECOMPRESS_HINT),
-        (rb"BZh[1-9](?:1AY&SY|\x17rE8P\x90)", "bzip2", _DECOMPRESS_HINT),
-        (rb"\xfd7zXZ\x00", "xz", _DECOMPRESS_HINT),
-        (rb"\x28\xb5\x2f\xfd", "zstd", _DECOMPRESS_HINT),
-    )
-)
 
 
 @dataclass(frozen=True)
@@ -84,44 +80,7 @@ class InputConfig:
     text_b_field: str | None = None
     compression: str = "auto"
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
-
-
-@dataclass(frozen=True)
-class BinaryFormat:
-    """A binary format recognised from a file's first bytes, and how it was recognised."""
-
-    name: str
-    evidence: str
-    hint: str = ""
-
-    @property
-    def reason(self) -> str:
-        """The dead-letter reason for a file in this format."""
-        return (f"binary file ({self.name}, {self.evidence}): not text or JSON Lines; "
-                f"bert-beam reads text and JSON Lines{self.hint}")
-
-
-def _show_magic(magic: bytes) -> str:
-    """``PAR1`` as it reads when printable ASCII, else hex bytes (``1F 8B``)."""
-    if all(0x20 < byte < 0x7F for byte in magic):
-        return magic.decode("ascii")
-    return magic.hex(" ").upper()
-
-
-def sniff_binary_format(head: bytes) -> BinaryFormat | None:
-    """The binary format a file's first bytes (after decompression) show, or None for text.
-
-    A known magic number at offset 0, else a NUL byte in the first ``SNIFF_BYTES``: UTF-8 text and
-    JSON never hold a raw NUL, while binary formats and UTF-16 text almost always do early on.
-    """
-    for pattern, name, hint in _MAGICS:
-        match = pattern.match(head)
-        if match:
-            return BinaryFormat(name, f"magic {_show_magic(match.group())}", hint)
-    if b"\x00" in head[:SNIFF_BYTES]:
-        return BinaryFormat("unknown format", f"NUL bytes in the first {SNIFF_BYTES // 1024} KiB",
-                            "; UTF-16 or UTF-32 text must be converted to UTF-8")
-    return None
+    csv_delimiter: str | None = None  # None: by extension, a tab for .tsv, else a comma
 
 
 def sniff_file(path: str, compression: str = "auto") -> BinaryFormat | None:
@@ -130,14 +89,18 @@ def sniff_file(path: str, compression: str = "auto") -> BinaryFormat | None:
         return sniff_binary_format(_read_head(handle))
 
 
-def binary_inputs_error(paths: Sequence[str], compression: str = "auto") -> str | None:
-    """A one-sentence error when every one of ``paths`` is a binary file, else None.
+def binary_inputs_error(paths: Sequence[str], compression: str = "auto",
+                        input_format: str | None = None) -> str | None:
+    """A one-sentence error when every one of ``paths`` is a binary file not read as Parquet, else None.
 
-    Sniffs files in order and stops at the first that is not binary, so a text input costs one
-    block; a file that cannot even be opened counts as not binary (the run dead-letters it).
+    Sniffs files in order and stops at the first that is not binary or is read as Parquet, so a text
+    input costs one block; a file that cannot even be opened counts as not binary (the run
+    dead-letters it).
     """
     first: BinaryFormat | None = None
     for path in paths:
+        if format_for_path(path, input_format) == PARQUET:
+            return None
         try:
             detected = sniff_file(path, compression)
         except _IO_ERRORS:  # the run dead-letters a file it cannot read
@@ -150,19 +113,68 @@ def binary_inputs_error(paths: Sequence[str], compression: str = "auto") -> str 
     what = f"{first.name}, {first.evidence}"
     subject = (f"--input {paths[0]!r} is a binary file ({what})" if len(paths) == 1 else
                f"All {len(paths)} files --input matches are binary ({paths[0]!r}: {what})")
-    return f"{subject}, not text or JSON Lines{first.hint}."
+    return f"{subject}, not text, JSON Lines or CSV{first.hint}."
 
 
-def format_for_path(path: str, explicit: str | None) -> str:
-    """The input format: ``explicit`` if set, else from the extension (text by default)."""
-    if explicit:
-        return explicit
+def _extension(path: str) -> str:
+    """A file's extension in lower case, under any compression extension (``.tsv`` for ``a.tsv.gz``)."""
     stem = path
     for extension in _COMPRESSION_EXTENSIONS:
         if stem.endswith(extension):
             stem = stem[: -len(extension)]
             break
-    return _EXTENSION_FORMATS.get(os.path.splitext(stem)[1].lower(), TEXT)
+    return os.path.splitext(stem)[1].lower()
+
+
+def format_for_path(path: str, explicit: str | None) -> str:
+    """The input format: ``explicit`` if set, else from the extension (text by default)."""
+    return explicit or _EXTENSION_FORMATS.get(_extension(path), TEXT)
+
+
+def _csv_delimiter(path: str, config: InputConfig) -> str:
+    return delimiter_for(_extension(path), config.csv_delimiter)
+
+
+def _header_columns(path: str, config: InputConfig) -> Sequence[str] | None:
+    """The columns a CSV file's header or a Parquet file's footer names; None for an empty file or an
+    unreadable header. Raises ``_IO_ERRORS`` or ``PARQUET_ERRORS`` for a file that cannot be read."""
+    if format_for_path(path, config.input_format) == PARQUET:
+        return parquet_columns(path)
+    delimiter = _csv_delimiter(path, config)
+    with _open_decompressed(path, config.compression) as handle:
+        for record in split_records(_read_chunks(handle), delimiter, config.max_record_bytes):
+            fields = parse_fields(record, delimiter, config.max_record_bytes)
+            return None if isinstance(fields, str) else fields
+    return None
+
+
+def input_columns_error(paths: Sequence[str], config: InputConfig) -> str | None:
+    """A one-sentence error when the first readable CSV or Parquet file among ``paths`` lacks a
+    configured column, else None.
+
+    Reads one header or footer per format, passing over at most ``COLUMN_CHECK_TRIES`` unreadable
+    files: with thousands of inputs the launcher stays quick, and a later file that lacks a column
+    is dead-lettered whole when the run reads it.
+    """
+    tries = {CSV: COLUMN_CHECK_TRIES, PARQUET: COLUMN_CHECK_TRIES}
+    for path in paths:
+        kind = format_for_path(path, config.input_format)
+        if not tries.get(kind):
+            continue
+        try:
+            columns = _header_columns(path, config)
+        except (*_IO_ERRORS, *PARQUET_ERRORS):  # the run dead-letters a file it cannot read
+            columns = None
+        if columns is None:
+            tries[kind] -= 1
+            continue
+        problem = column_problem(columns, config)
+        if problem:
+            return f"--input file {path!r} {problem}."
+        tries[kind] = 0
+        if not any(tries.values()):
+            break
+    return None
 
 
 def parse_record(raw: bytes, source: str, path: str, config: InputConfig) -> Document | Rejected:
@@ -186,93 +198,112 @@ def parse_record(raw: bytes, source: str, path: str, config: InputConfig) -> Doc
         return reject(f"invalid JSON: {str(error)[:200]}")
     if not isinstance(record, dict):
         return reject(f"JSON record is a {type(record).__name__}, not an object")
-    text = record.get(config.text_field)
-    if not isinstance(text, str):
-        missing = config.text_field not in record
-        return reject(f"field {config.text_field!r} is " + ("missing" if missing else
-                      f"a {type(text).__name__}, not a string"))
-    text_b = record.get(config.text_b_field) if config.text_b_field else None
-    if text_b is not None and not isinstance(text_b, str):
-        return reject(f"field {config.text_b_field!r} is a {type(text_b).__name__}, not a string")
-    # google-research/bert's convert_single_example takes an empty text_a beside a text_b:
-    # [CLS] [SEP] B [SEP].
-    if not text.strip() and not (text_b or "").strip():
-        return reject(f"field {config.text_field!r} is empty" + (
-            f" and so is {config.text_b_field!r}" if config.text_b_field else ""))
-    doc_id = record.get(config.id_field, source)
-    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
-        return reject(f"field {config.id_field!r} is a {type(doc_id).__name__}, not a string or integer")
-    return Document(id=str(doc_id), text=text, source=source, text_b=text_b or None)
+    result = document_from_fields(record, source, config)
+    return result if isinstance(result, Document) else reject(result)
 
 
-_Line = tuple[int, bytes, bool]  # (line_number, raw, oversize), as _bounded_lines yields them
+class _Line(NamedTuple):
+    """One line as ``_bounded_lines`` yields it: its 1-based number and bytes, the first ones if oversize."""
 
-
-@dataclass(frozen=True)
-class _Unreadable:
-    """The rest of a file that reading failed in, after ``after_line`` lines were read."""
-
-    after_line: int
-    error: Exception
+    number: int
+    raw: bytes
+    oversize: bool
 
     @property
-    def reason(self) -> str:
-        return f"file unreadable after line {self.after_line}: {type(self.error).__name__}: {self.error}"
+    def last_line(self) -> int:
+        return self.number
 
 
-_FileItem = BinaryFormat | _Line | _Unreadable
+_Item = TypeVar("_Item", _Line, RawRecord)
 
 
-def _read_file(path: str, config: InputConfig) -> Iterator[_FileItem]:
-    """A file's lines, or its binary format alone; ends in an ``_Unreadable`` where opening or
-    reading it raises one of ``_IO_ERRORS``.
+def _read_file(path: str, config: InputConfig,
+               split: Callable[[Iterator[bytes]], Iterator[_Item]]) -> Iterator[_Item | Rejected]:
+    """A text, JSON Lines or CSV file's records as ``split`` cuts them from its bytes; a binary file
+    is one Rejected, and so is the unread rest of a file whose opening or reading raises ``_IO_ERRORS``.
 
     Only bytes are read here: records are parsed by the caller, so a record's failure is never the file's.
     """
-    line_number = 0
+    last_line = 0
     try:
         with _open_decompressed(path, config.compression) as handle:
             head = _read_head(handle)
             detected = sniff_binary_format(head)
             if detected:
-                yield detected
+                yield Rejected(f"{path}:1", "", detected.reason, STAGE_READ)
                 return
-            for line in _bounded_lines(_read_chunks(handle, head), config.max_record_bytes):
-                line_number = line[0]
-                yield line
+            for item in split(_read_chunks(handle, head)):
+                last_line = item.last_line
+                yield item
     except _IO_ERRORS as error:
         # A corrupt or truncated file: what was read stands, the rest is one rejection.
-        yield _Unreadable(line_number, error)
+        yield Rejected(f"{path}:{last_line + 1}", "", f"file unreadable after line {last_line}: "
+                       f"{type(error).__name__}: {error}", STAGE_READ)
+
+
+@dataclass(frozen=True)
+class _WholeFile:
+    """A text, JSON Lines or CSV file, read whole by one worker."""
+
+    path: str
+
+
+_ReadTask = _WholeFile | RowGroup | Rejected
+
+
+class _SplitFiles(beam.DoFn):
+    """Each matched file as what one worker reads: the file whole, or a Parquet file's row groups
+    (from its footer; a Parquet file that cannot be read or lacks a column is one Rejected)."""
+
+    def __init__(self, config: InputConfig) -> None:
+        self._config = config
+        self._files = Metrics.counter(counters.NAMESPACE, counters.FILES_READ)
+
+    def process(self, readable: fileio.ReadableFile) -> Iterator[_ReadTask]:
+        path = readable.metadata.path
+        self._files.inc()
+        if format_for_path(path, self._config.input_format) == PARQUET:
+            yield from split_row_groups(path, self._config)
+        else:
+            yield _WholeFile(path)
 
 
 class _ReadRecords(beam.DoFn):
-    """Streams one matched file as numbered raw lines, bounded in length; a binary file is one rejection."""
+    """Reads one task into Documents and Rejected, every one counted as read."""
 
     def __init__(self, config: InputConfig) -> None:
         self._config = config
         self._read = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_READ)
-        self._files = Metrics.counter(counters.NAMESPACE, counters.FILES_READ)
 
-    def process(self, readable: fileio.ReadableFile) -> Iterator:
-        path = readable.metadata.path
-        self._files.inc()
-        for item in _read_file(path, self._config):
+    def process(self, task: _ReadTask) -> Iterator:
+        if isinstance(task, Rejected):
+            records: Iterable[Document | Rejected] = [task]
+        elif isinstance(task, RowGroup):
+            records = read_row_group(task, self._config)
+        else:
+            records = self._file_records(task.path)
+        for record in records:
             self._read.inc()
-            record = self._record(path, item)
             yield record if isinstance(record, Document) else beam.pvalue.TaggedOutput(REJECTED_TAG, record)
 
-    def _record(self, path: str, item: _FileItem) -> Document | Rejected:
-        """One item ``_read_file`` yields as a Document, or a Rejected saying why it is none."""
-        if isinstance(item, BinaryFormat):
-            return Rejected(f"{path}:1", "", item.reason, STAGE_READ)
-        if isinstance(item, _Unreadable):
-            return Rejected(f"{path}:{item.after_line + 1}", "", item.reason, STAGE_READ)
-        line_number, raw, oversize = item
-        source = f"{path}:{line_number}"
-        if oversize:
-            return Rejected(source, excerpt(raw), f"record over --max_record_bytes "
+    def _file_records(self, path: str) -> Iterator[Document | Rejected]:
+        """A text, JSON Lines or CSV file's records, each a Document or a Rejected."""
+        config = self._config
+        limit = config.max_record_bytes
+        if format_for_path(path, config.input_format) == CSV:
+            delimiter = _csv_delimiter(path, config)
+            records = _read_file(path, config, lambda chunks: split_records(chunks, delimiter, limit))
+            return csv_records(records, path, delimiter, config)
+        lines = _read_file(path, config, lambda chunks: _bounded_lines(chunks, limit))
+        return (line if isinstance(line, Rejected) else self._line_record(path, line) for line in lines)
+
+    def _line_record(self, path: str, line: _Line) -> Document | Rejected:
+        """One line of a text or JSON Lines file as a Document, or a Rejected saying why it is none."""
+        source = f"{path}:{line.number}"
+        if line.oversize:
+            return Rejected(source, excerpt(line.raw), f"record over --max_record_bytes "
                             f"({self._config.max_record_bytes} bytes)", STAGE_READ)
-        return parse_record(raw, source, path, self._config)
+        return parse_record(line.raw, source, path, self._config)
 
 
 @contextlib.contextmanager
@@ -315,8 +346,8 @@ def _read_chunks(handle, head: bytes = b"") -> Iterator[bytes]:
         yield chunk
 
 
-def _bounded_lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, bytes, bool]]:
-    """Yields ``(line_number, raw, oversize)`` from a file's bytes, chunk by chunk.
+def _bounded_lines(chunks: Iterable[bytes], limit: int) -> Iterator[_Line]:
+    """Yields a file's lines from its bytes, chunk by chunk.
 
     Never holds more than ``limit`` bytes of one line (plus a chunk): an
     oversize line yields only its first bytes, the rest is skipped.
@@ -336,30 +367,30 @@ def _bounded_lines(chunks: Iterable[bytes], limit: int) -> Iterator[tuple[int, b
             else:
                 line_number += 1
                 line = pending[start : end + 1]
-                yield (line_number, line, False) if len(line) - 1 <= limit else (
+                yield _Line(line_number, line, False) if len(line) - 1 <= limit else _Line(
                     line_number, line[:EXCERPT_CHARS], True)
             start = end + 1
         pending = pending[start:]
         if not skipping and len(pending) > limit:
             line_number += 1
-            yield line_number, pending[:EXCERPT_CHARS], True
+            yield _Line(line_number, pending[:EXCERPT_CHARS], True)
             skipping, pending = True, b""
         elif skipping:
             pending = b""
     if pending and not skipping:
         line_number += 1
-        yield (line_number, pending, False) if len(pending) <= limit else (
+        yield _Line(line_number, pending, False) if len(pending) <= limit else _Line(
             line_number, pending[:EXCERPT_CHARS], True)
 
 
 class ReadDocumentsResult(NamedTuple):
     """What ``ReadDocuments`` returns."""
 
-    documents: beam.PCollection  # of Document
-    rejected: beam.PCollection  # of Rejected: unreadable files and records
+    documents: beam.PCollection[Document]
+    rejected: beam.PCollection[Rejected]  # unreadable files and records
 
 
-class ReadDocuments(beam.PTransform):
+class ReadDocuments(beam.PTransform[beam.pvalue.PBegin, ReadDocumentsResult]):
     """File pattern → ``ReadDocumentsResult``: Documents and Rejected."""
 
     def __init__(self, file_pattern: str, config: InputConfig) -> None:
@@ -367,11 +398,14 @@ class ReadDocuments(beam.PTransform):
         self._file_pattern = file_pattern
         self._config = config
 
-    def expand(self, pbegin) -> ReadDocumentsResult:
+    def expand(self, pbegin: beam.pvalue.PBegin) -> ReadDocumentsResult:
         read = (
             pbegin
             | "MatchFiles" >> fileio.MatchFiles(self._file_pattern)
             | "ReadMatches" >> fileio.ReadMatches()
+            | "SplitFiles" >> beam.ParDo(_SplitFiles(self._config))
+            # Different workers read different files, and different row groups of one Parquet file.
+            | "DistributeReads" >> beam.Reshuffle()
             | "ReadRecords" >> beam.ParDo(_ReadRecords(self._config)).with_outputs(
                 REJECTED_TAG, main="documents")
         )

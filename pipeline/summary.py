@@ -8,6 +8,8 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from transforms import counters
 
+__all__ = ["RunSummary", "summarize"]
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -25,18 +27,22 @@ class RunSummary:
 
     @property
     def accounted(self) -> bool:
-        """True when every document read was embedded or rejected, and every window was written or
-        dead-lettered, exactly once."""
+        """True when every document read was embedded, rejected or skipped (embedded by an earlier
+        run), and every window was written or dead-lettered, exactly once."""
         documents = self[counters.DOCUMENTS_READ] == (
-            self[counters.DOCUMENTS_EMBEDDED] + self[counters.DOCUMENTS_REJECTED])
+            self[counters.DOCUMENTS_EMBEDDED] + self[counters.DOCUMENTS_REJECTED]
+            + self[counters.DOCUMENTS_SKIPPED])
         windows = self[counters.WINDOWS] == self[counters.RECORDS_WRITTEN] + self[counters.WINDOWS_REJECTED]
         return documents and windows
 
     def line(self) -> str:
+        """One line of counts; ``skipped N`` and the windows dead-lettered appear when there are any."""
         failed = self[counters.WINDOWS_REJECTED]
         windows = f", {failed} window{'' if failed == 1 else 's'} dead-lettered at inference"
+        skipped = self[counters.DOCUMENTS_SKIPPED]
         return (
             f"bert-beam: read {self[counters.DOCUMENTS_READ]}, "
+            f"{f'skipped {skipped} (embedded earlier), ' if skipped else ''}"
             f"embedded {self[counters.DOCUMENTS_EMBEDDED]} "
             f"({self[counters.RECORDS_WRITTEN]} records, {self[counters.DOCUMENTS_TRUNCATED]} truncated, "
             f"{self[counters.DOCUMENTS_WINDOWED]} windowed), "
@@ -53,10 +59,13 @@ class RunSummary:
         model_seconds = self.distribution_sums.get(counters.BATCH_LATENCY_MS, 0) / 1000
         load_seconds = self.distribution_sums.get(counters.MODEL_LOAD_MS, 0) / 1000
         computed = real + padded
+        skipped = self[counters.DOCUMENTS_SKIPPED]
         return "\n".join([
             f"bert-beam report: {self[counters.RECORDS_WRITTEN]} records in {self.wall_seconds:.1f} s: "
             f"{self[counters.DOCUMENTS_EMBEDDED] / seconds:.1f} documents/s, "
             f"{real / seconds:.0f} real tokens/s",
+            *([f"  skipped: {skipped} documents already embedded in --skip_embedded_in outputs"]
+              if skipped else []),
             f"  padding: {real} real of {computed} computed tokens "
             f"({computed / real if real else 0:.2f} computed per real token)",
             f"  model: {self[counters.BATCHES]} batches, {model_seconds:.1f} s in model calls "

@@ -1,7 +1,8 @@
 """``python -m pipeline.verify PREFIX``: checks a run's shards against its manifest.
 
-Exit status 0 when every shard is present with the record count and checksum the manifest
-records and the counts add up; 1 with one line per difference otherwise.
+Exit status 0 when every shard, TFRecord or Parquet, is present with the record count (frames
+counted, or a Parquet footer's rows), size and checksum the manifest records and the counts add up;
+1 with one line per difference otherwise.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.manifest import read_manifest, verify
+
+__all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

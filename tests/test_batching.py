@@ -43,9 +43,8 @@ def test_partial_batches_are_rounded_to_a_power_of_two_rows_within_the_full_batc
     assert [unrounded.batch_padded_rows(rows, 32) for rows in (1, 3, 5, 9)] == [1, 3, 5, 9]
 
 
-def _keyed(lengths):
-    return [(f"d{i}#0", Features(f"d{i}", np.full(n, 5, np.int32), np.zeros(n, np.int32)))
-            for i, n in enumerate(lengths)]
+def _records(lengths):
+    return [Features(f"d{i}", np.full(n, 5, np.int32), np.zeros(n, np.int32)) for i, n in enumerate(lengths)]
 
 
 def test_batches_hold_one_bucket_within_size_and_token_limits():
@@ -54,16 +53,16 @@ def test_batches_hold_one_bucket_within_size_and_token_limits():
     config = BatchingConfig(128, (16, 32, 64, 128), max_batch_size=8, max_batch_tokens=512)
 
     def check(batches):
-        keys = [key for batch in batches for key, _ in batch]
+        keys = [f.key for batch in batches for f in batch]
         assert sorted(keys) == sorted(f"d{i}#0" for i in range(len(lengths)))
         for batch in batches:
-            buckets = {config.padded_length(f.sequence_length) for _, f in batch}
+            buckets = {config.padded_length(f.sequence_length) for f in batch}
             assert len(buckets) == 1
             assert 1 <= len(batch) <= 8
             assert len(batch) * buckets.pop() <= 512
 
     with TestPipeline() as pipeline:
-        batches = pipeline | beam.Create(_keyed(lengths)) | BatchByLength(config)
+        batches = pipeline | beam.Create(_records(lengths)) | BatchByLength(config)
         assert_that(batches, check)
 
 

@@ -10,10 +10,10 @@ from pipeline.options import (
     ConfigurationError,
     all_options_parser,
     parse_bool,
-    worker_tf_threads,
 )
 from pipeline.plan import prepare_run
 from pipeline.run import main
+from pipeline.workers import plan_workers
 
 
 def _options(*argv: str) -> BertBeamOptions:
@@ -32,10 +32,10 @@ def _prepare(docs, model, tmp_path, *extra):
 
 def test_a_valid_configuration_resolves_the_model_tokenizer_and_hidden_size(docs, tf1_module, tmp_path):
     plan = _prepare(docs, tf1_module, tmp_path)
-    assert plan.hidden_size == 32
-    assert plan.tokenizer_config.do_lower_case is True
-    assert plan.input_files == 1
-    assert plan.dead_letter_prefix == f"{tmp_path}/out/dead_letter/emb"
+    assert plan.embedding.hidden_size == plan.output.hidden_size == 32
+    assert plan.embedding.tokenizer.do_lower_case is True
+    assert plan.input.files == 1
+    assert plan.output.dead_letter_prefix == f"{tmp_path}/out/dead_letter/emb"
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -58,17 +58,24 @@ def test_vocab_file_overrides_a_model_whose_own_vocab_cannot_be_found(docs, tf1_
     with pytest.raises(ConfigurationError, match="Pass --vocab_file"):
         _prepare(docs, str(moved), tmp_path)
     plan = _prepare(docs, str(moved), tmp_path, f"--vocab_file={vocab}")
-    assert plan.tokenizer_config.do_lower_case is True and len(plan.tokenizer_config.vocab_lines) > 100
+    assert plan.embedding.tokenizer.do_lower_case is True and len(plan.embedding.tokenizer.vocab_lines) > 100
 
 
-def test_an_input_of_only_a_parquet_file_fails_fast(tf1_module, tmp_path):
+def test_a_parquet_file_read_as_text_fails_fast_and_read_as_parquet_is_checked_for_its_columns(
+        tf1_module, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = tmp_path / "docs.parquet"
-    pq.write_table(pa.table({"id": ["1"], "text": ["the dog"]}), path)
-    with pytest.raises(ConfigurationError, match=r"--input '.*docs.parquet' is a binary file \(Parquet"):
+    pq.write_table(pa.table({"id": ["1"], "body": ["the dog"]}), path)
+    with pytest.raises(ConfigurationError, match=r"--input '.*docs.parquet' is a binary file \(Parquet, "
+                       r"magic PAR1\), not text, JSON Lines or CSV; read Parquet with "
+                       r"--input_format parquet\."):
+        _prepare(str(path), tf1_module, tmp_path, "--input_format=text")
+    with pytest.raises(ConfigurationError, match=r"has no column 'text' \(--text_field\); its columns are "
+                       r"'id', 'body'"):
         _prepare(str(path), tf1_module, tmp_path)
+    assert _prepare(str(path), tf1_module, tmp_path, "--text_field=body").input.config.input_format is None
 
 
 def test_no_matching_input(tf1_module, tmp_path):
@@ -122,16 +129,18 @@ def test_the_launcher_frees_the_model_it_loaded_for_the_checks(docs, tf1_module,
 
     monkeypatch.setattr(LoadedBert, "__init__", tracked_init)
     plan = _prepare(docs, tf1_module, tmp_path)
-    assert plan.hidden_size > 0 and len(loaded) == 1
+    assert plan.embedding.hidden_size > 0 and len(loaded) == 1
     assert loaded[0]() is None, "the plan's model copy is still alive during the run"
 
 
 def test_batch_rows_are_rounded_by_default_only_with_xla(docs, tf1_module, tmp_path):
-    assert _prepare(docs, tf1_module, tmp_path).batching.round_batch_rows is False
-    assert _prepare(docs, tf1_module, tmp_path, "--jit_compile").batching.round_batch_rows is True
-    assert _prepare(docs, tf1_module, tmp_path, "--jit_compile", "--round_batch_rows=false"
-                    ).batching.round_batch_rows is False
-    assert _prepare(docs, tf1_module, tmp_path, "--round_batch_rows").batching.round_batch_rows is True
+    def rounded(*flags: str) -> bool:
+        return _prepare(docs, tf1_module, tmp_path, *flags).embedding.batching.round_batch_rows
+
+    assert rounded() is False
+    assert rounded("--jit_compile") is True
+    assert rounded("--jit_compile", "--round_batch_rows=false") is False
+    assert rounded("--round_batch_rows") is True
 
 
 def test_required_flags(tf1_module):
@@ -174,7 +183,7 @@ def test_tf_threads_split_the_cores_between_local_worker_processes_that_each_hol
     multi = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
 
     def threads(*argv: str) -> int:
-        return worker_tf_threads(PipelineOptions(list(argv)))
+        return plan_workers(PipelineOptions(list(argv))).tf_threads
 
     assert threads(*multi) == 4
     assert threads("--runner=DirectRunner", "--direct_num_workers=3", multi[1]) == 2

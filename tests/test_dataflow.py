@@ -6,6 +6,7 @@ Nothing here reaches Google Cloud: jobs are resolved, checked and built, never s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import pytest
 from apache_beam.options.pipeline_options import (
     DebugOptions,
     GoogleCloudOptions,
+    PipelineOptions,
     TestOptions,
     WorkerOptions,
 )
@@ -29,12 +31,13 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from pipeline import plan as plan_module
-from pipeline.dataflow import inference_resource_hints, resolve_dataflow_options, submitted_message
+from pipeline.dataflow import submitted_message
 from pipeline.dry_run import dry_run_requested, graph_summary
 from pipeline.gpus import GPU_TYPES
-from pipeline.options import BertBeamOptions, ConfigurationError
-from pipeline.plan import prepare_run
+from pipeline.options import BertBeamOptions, ConfigurationError, parse_pipeline_options
+from pipeline.plan import job_options, prepare_run
 from pipeline.run import build_pipeline, main
+from pipeline.workers import WorkerPlan, plan_workers
 from transforms.devices import GpuUnavailableError, configure_gpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,6 +132,13 @@ def test_metadata_regexes_reject_local_paths_workers_cannot_read():
 
 # --- GPU options ------------------------------------------------------------------------------------
 
+def _resolved(argv: list[str]) -> tuple[PipelineOptions, WorkerPlan]:
+    """The job's Beam options and its workers' plan, as ``prepare_run`` decides them first."""
+    options = parse_pipeline_options(argv)
+    workers = plan_workers(options)
+    return job_options(options, workers), workers
+
+
 @pytest.mark.parametrize("gpu, count, machine", [
     ("nvidia-l4", None, "g2-standard-8"),
     ("nvidia-tesla-t4", None, "n1-highmem-8"),
@@ -137,20 +147,19 @@ def test_metadata_regexes_reject_local_paths_workers_cannot_read():
 ])
 def test_a_gpu_job_expands_into_dataflow_options(gpu, count, machine):
     argv = [*DATAFLOW, f"--gpu_type={gpu}"] + ([f"--gpu_count={count}"] if count else [])
-    options = resolve_dataflow_options(argv)
+    options, workers = _resolved(argv)
     assert options.view_as(GoogleCloudOptions).dataflow_service_options == [
         f"worker_accelerator=type:{gpu};count:{count or 1};install-nvidia-driver"]
     assert options.view_as(WorkerOptions).machine_type == machine
     assert options.view_as(WorkerOptions).sdk_container_image == IMAGE
     assert options.view_as(WorkerOptions).disk_size_gb == 50
     assert options.view_as(DebugOptions).experiments == ["use_runner_v2"]
-    bert = options.view_as(BertBeamOptions)
-    assert bert.large_model is True and bert.require_gpu is True
-    assert inference_resource_hints(options) == {}
+    assert workers.large_model is True and workers.require_gpu is True
+    assert workers.inference_hints == {}
 
 
 def test_options_the_user_gives_win_and_lists_are_extended():
-    options = resolve_dataflow_options([
+    options, workers = _resolved([
         *DATAFLOW, "--gpu_type=nvidia-l4", "--machine_type=g2-standard-16", "--disk_size_gb=100",
         "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver;use_nvidia_mps",
         "--dataflow_service_options=enable_prime", "--experiments=use_runner_v2,my_experiment",
@@ -161,36 +170,34 @@ def test_options_the_user_gives_win_and_lists_are_extended():
     assert options.view_as(WorkerOptions).machine_type == "g2-standard-16"
     assert options.view_as(WorkerOptions).disk_size_gb == 100
     assert options.view_as(DebugOptions).experiments == ["use_runner_v2", "my_experiment"]
-    bert = options.view_as(BertBeamOptions)
-    assert bert.large_model is False and bert.require_gpu is False
+    assert workers.large_model is False and workers.require_gpu is False
 
 
 def test_model_copies_replace_the_default_sharing():
-    options = resolve_dataflow_options([*DATAFLOW, "--gpu_type=nvidia-l4", "--model_copies=2"])
-    assert options.view_as(BertBeamOptions).large_model is False
-    assert options.view_as(BertBeamOptions).model_copies == 2
+    _, workers = _resolved([*DATAFLOW, "--gpu_type=nvidia-l4", "--model_copies=2"])
+    assert workers.large_model is False and workers.model_copies == 2
 
 
 def test_a_cpu_dataflow_job_gets_runner_v2_and_no_gpu():
-    options = resolve_dataflow_options(DATAFLOW)
+    options, workers = _resolved(DATAFLOW)
     assert options.view_as(GoogleCloudOptions).dataflow_service_options is None
     assert options.view_as(WorkerOptions).machine_type is None
     assert options.view_as(DebugOptions).experiments == ["use_runner_v2"]
-    assert options.view_as(BertBeamOptions).large_model is False
+    assert workers.large_model is False
 
 
 def test_a_local_run_is_left_as_given():
     argv = ["--input=docs.jsonl", "--output=out/emb", "--runner=DirectRunner"]
-    assert resolve_dataflow_options(argv).get_all_options(drop_default=True) == {
+    assert _resolved(argv)[0].get_all_options(drop_default=True) == {
         "input": "docs.jsonl", "output": "out/emb", "runner": "DirectRunner"}
 
 
 def test_right_fitting_moves_the_gpu_from_the_job_to_a_resource_hint():
-    options = resolve_dataflow_options([*DATAFLOW, "--gpu_type=nvidia-l4", "--right_fitting"])
+    options, workers = _resolved([*DATAFLOW, "--gpu_type=nvidia-l4", "--right_fitting"])
     assert options.view_as(GoogleCloudOptions).dataflow_service_options is None
     assert options.view_as(WorkerOptions).machine_type is None
     assert options.view_as(DebugOptions).experiments == ["use_runner_v2"]
-    assert inference_resource_hints(options) == {
+    assert workers.inference_hints == {
         "accelerator": "type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver",
         "min_ram": "32GB",
     }
@@ -219,15 +226,15 @@ def test_right_fitting_moves_the_gpu_from_the_job_to_a_resource_hint():
 def test_a_dataflow_job_is_checked_before_submission(drop, extra, message):
     argv = [arg for arg in DATAFLOW if arg != drop] + list(extra)
     with pytest.raises(ConfigurationError, match=re.escape(message)):
-        resolve_dataflow_options(argv)
+        _resolved(argv)
 
 
 def test_gpu_type_needs_dataflow_or_right_fitting():
     with pytest.raises(ConfigurationError, match="the runner is not the DataflowRunner"):
-        resolve_dataflow_options(["--input=x", "--output=y", "--gpu_type=nvidia-l4"])
-    local = resolve_dataflow_options(["--input=x", "--output=y", "--gpu_type=nvidia-l4", "--right_fitting"])
-    assert local.view_as(BertBeamOptions).require_gpu is True
-    assert inference_resource_hints(local)["accelerator"].startswith("type:nvidia-l4;count:1;")
+        _resolved(["--input=x", "--output=y", "--gpu_type=nvidia-l4"])
+    _, local = _resolved(["--input=x", "--output=y", "--gpu_type=nvidia-l4", "--right_fitting"])
+    assert local.require_gpu is True
+    assert local.inference_hints["accelerator"].startswith("type:nvidia-l4;count:1;")
 
 
 def test_a_misconfigured_dataflow_job_exits_2_before_loading_anything(capsys):
@@ -244,17 +251,17 @@ def test_beams_own_option_checks_are_configuration_errors(capsys):
 
 def test_dry_run_is_beams_flag_typed():
     for text, expected in (("true", True), ("false", False), ("False", False)):
-        options = resolve_dataflow_options(["--input=x", "--output=y", f"--dry_run={text}"])
+        options = parse_pipeline_options(["--input=x", "--output=y", f"--dry_run={text}"])
         assert dry_run_requested(options) is expected
         assert options.view_as(TestOptions).dry_run is expected  # the DataflowRunner reads this
     with pytest.raises(ConfigurationError, match="--dry_run: expected true or false"):
-        dry_run_requested(resolve_dataflow_options(["--input=x", "--output=y", "--dry_run=maybe"]))
+        dry_run_requested(parse_pipeline_options(["--input=x", "--output=y", "--dry_run=maybe"]))
 
 
 def test_a_bare_dry_run_means_true_as_bert_beams_own_booleans_do():
     for flags, expected in ((["--dry_run"], True), (["--dry_run", "--num_shards=2"], True),
                             (["--dry_run", "true"], True), (["--dry_run", "false"], False)):
-        options = resolve_dataflow_options(["--input=x", "--output=y", *flags])
+        options = parse_pipeline_options(["--input=x", "--output=y", *flags])
         assert dry_run_requested(options) is expected, flags
         assert options.view_as(TestOptions).dry_run is expected, flags
 
@@ -278,11 +285,11 @@ def test_the_launcher_reports_where_the_job_went():
         def job_id(self):
             return "2026-11-26_01_02_03-123"
 
-    direct = resolve_dataflow_options(DATAFLOW)
+    direct, _ = _resolved(DATAFLOW)
     assert submitted_message(Result(), direct) == (
         "bert-beam: submitted Dataflow job 2026-11-26_01_02_03-123; watch it and its bert_beam counters at "
         "https://console.cloud.google.com/dataflow/jobs/us-central1/2026-11-26_01_02_03-123?project=my-project")
-    template = resolve_dataflow_options([*DATAFLOW, "--template_location=gs://my-bucket/launch/job.json"])
+    template, _ = _resolved([*DATAFLOW, "--template_location=gs://my-bucket/launch/job.json"])
     assert "wrote the Dataflow job to gs://my-bucket/launch/job.json" in submitted_message(None, template)
 
 
@@ -306,13 +313,17 @@ def _leaf_hints(pipeline: beam.Pipeline) -> dict[str, dict[str, bytes]]:
     return leaves
 
 
-def _dataflow_pipeline(*extra: str) -> beam.Pipeline:
+def _dataflow_graph(local_plan, *extra: str) -> beam.Pipeline:
+    """The local plan's graph as the Dataflow job with ``extra`` flags would wire it."""
     # --dry_run=true also keeps Beam's own option checks from looking at the bucket.
-    return beam.Pipeline(options=resolve_dataflow_options([*DATAFLOW, "--dry_run=true", *extra]))
+    options, workers = _resolved([*DATAFLOW, "--dry_run=true", *extra])
+    plan = dataclasses.replace(local_plan, pipeline_options=options,
+                               embedding=dataclasses.replace(local_plan.embedding, workers=workers))
+    return build_pipeline(plan, beam.Pipeline(options=options))
 
 
 def test_right_fitting_puts_the_gpu_hint_on_the_inference_step_only(local_plan):
-    pipeline = build_pipeline(local_plan, _dataflow_pipeline("--gpu_type=nvidia-l4", "--right_fitting"))
+    pipeline = _dataflow_graph(local_plan, "--gpu_type=nvidia-l4", "--right_fitting")
     leaves = _leaf_hints(pipeline)
     accelerator = b"type:nvidia-l4;count:1;machine_type:g2-standard-8;install-nvidia-driver"
     inference = [label for label in leaves if label.startswith("EmbedDocuments/RunInference/")]
@@ -329,14 +340,14 @@ def test_right_fitting_puts_the_gpu_hint_on_the_inference_step_only(local_plan):
 
 
 def test_without_right_fitting_no_transform_has_hints(local_plan):
-    pipeline = build_pipeline(local_plan, _dataflow_pipeline("--gpu_type=nvidia-l4"))
+    pipeline = _dataflow_graph(local_plan, "--gpu_type=nvidia-l4")
     assert not any(_leaf_hints(pipeline).values())
     assert "EmbedDocuments/RunInference" in graph_summary(pipeline)
 
 
 def test_dry_run_prints_the_resolved_job_and_exits_0(tf1_module, monkeypatch, capsys):
     # The input listing and the output probe would read gs://; everything else runs as for real.
-    monkeypatch.setattr(plan_module, "_match_input_files", lambda pattern, compression: ["gs://b/1"] * 3)
+    monkeypatch.setattr(plan_module, "_match_input_files", lambda pattern, config: ["gs://b/1"] * 3)
     monkeypatch.setattr(plan_module, "_check_writable", lambda prefix: None)
     monkeypatch.setattr(beam.Pipeline, "run", lambda self, *a, **k: pytest.fail("a dry run ran the pipeline"))
     status = main([*DATAFLOW, f"--model={tf1_module}", "--gpu_type=nvidia-l4", "--right_fitting",
@@ -420,7 +431,8 @@ def test_the_image_installs_a_runtime_subset_of_the_lock():
     lock, closure = _lock(), _runtime_closure()
     assert {"apache-beam", "tensorflow", "tensorflow-hub", "tensorflow-metadata"} <= set(closure)
     assert {name: version for name, version in closure.items() if lock.get(name) != version} == {}
-    assert not {"pytest", "hypothesis", "ruff", "bert-tensorflow", "torch", "tfx-bsl"} & set(closure)
+    assert not {"pytest", "hypothesis", "ruff", "bert-tensorflow", "torch", "transformers"} & set(closure)
+    assert {"tensorflow-transform", "tfx-bsl", "pyarrow"} <= set(closure)  # --whitening_dims, Parquet
 
 
 # --- make image / template / dataflow-run -------------------------------------------------------------

@@ -30,10 +30,9 @@ def _beam_failure(error: Exception):
         return type(caught), repr(caught), traceback.format_exception(*sys.exc_info())
 
 
-def _window(doc_id: str, window: int, tokens: int) -> tuple[str, Features]:
-    features = Features(doc_id, np.zeros(tokens, np.int32), np.zeros(tokens, np.int32), window=window,
-                        source=f"docs.jsonl:{doc_id}")
-    return features.key, features
+def _window(doc_id: str, window: int, tokens: int) -> Features:
+    return Features(doc_id, np.zeros(tokens, np.int32), np.zeros(tokens, np.int32), window=window,
+                    source=f"docs.jsonl:{doc_id}")
 
 
 @pytest.mark.parametrize("error, reason", [
@@ -46,8 +45,8 @@ def test_each_window_of_a_failed_batch_is_rejected_with_the_error(error, reason)
     batch = [_window("a", 0, 5), _window("b", 1, 7)]
     rejected = list(_failed_batch_to_rejected((batch, _beam_failure(error))))
     assert rejected == [
-        Rejected("docs.jsonl:a", "a#0 (5 tokens)", f"inference failed: {reason}", STAGE_INFERENCE, 0),
-        Rejected("docs.jsonl:b", "b#1 (7 tokens)", f"inference failed: {reason}", STAGE_INFERENCE, 1),
+        Rejected("docs.jsonl:a", "a#0 (5 tokens)", f"inference failed: {reason}", STAGE_INFERENCE, 0, "a"),
+        Rejected("docs.jsonl:b", "b#1 (7 tokens)", f"inference failed: {reason}", STAGE_INFERENCE, 1, "b"),
     ]
     assert [r.rejects_document for r in rejected] == [True, False]
 

@@ -13,6 +13,7 @@ from reference_encoding import encode_with_tfx_bsl
 from pipeline import example_wire as wire
 from pipeline import schema
 from pipeline.encoding import ExampleEncoder
+from pipeline.parquet_encoding import ArrowEncoder
 from pipeline.reader import EmbeddingRecord, feature_spec
 from transforms.records import Embedding, Features
 
@@ -109,4 +110,5 @@ def test_the_writer_the_schema_and_the_reader_follow_the_feature_table(outputs, 
     assert sorted(tf.train.Example.FromString(record).features.feature) == sorted(keys)
     assert [feature.name for feature in schema.build_schema(outputs, 8, sequence_dtype).feature] == keys
     assert list(feature_spec(outputs, 8, sequence_dtype)) == keys
+    assert ArrowEncoder(outputs, sequence_dtype).schema.names == keys
     assert [field.name for field in dataclasses.fields(EmbeddingRecord)] == [f.key for f in schema.FEATURES]

@@ -192,13 +192,13 @@ def test_handler_loads_once_and_results_do_not_depend_on_batch_mates(tf1_module)
     target = Features("t", np.array([2, 60, 61, 3], np.int32), np.zeros(4, np.int32))
     others = [Features(f"o{i}", np.array([2] + [50 + i] * (i + 3) + [3], np.int32),
                        np.zeros(i + 5, np.int32)) for i in range(5)]
-    alone = handler.run_inference([target], model)[0].inference
-    crowded = handler.run_inference(others[:2] + [target] + others[2:], model)[2].inference
-    assert crowded["sequence_output"].shape == (4, 32)
-    np.testing.assert_allclose(alone["sequence_output"], crowded["sequence_output"], atol=1e-5)
-    np.testing.assert_allclose(alone["pooled_output"], crowded["pooled_output"], atol=1e-5)
+    alone = handler.run_inference([target], model)[0]
+    crowded = handler.run_inference(others[:2] + [target] + others[2:], model)[2]
+    assert crowded.features is target and crowded.sequence_output.shape == (4, 32)
+    np.testing.assert_allclose(alone.sequence_output, crowded.sequence_output, atol=1e-5)
+    np.testing.assert_allclose(alone.pooled_output, crowded.pooled_output, atol=1e-5)
     direct = model(pad_batch([target], 16))
-    np.testing.assert_allclose(alone["pooled_output"], direct["pooled_output"][0], atol=1e-6)
+    np.testing.assert_allclose(alone.pooled_output, direct["pooled_output"][0], atol=1e-6)
 
 
 def test_padding_to_a_length_bucket_does_not_change_real_token_outputs(tf1_module):
@@ -212,10 +212,8 @@ def test_padding_to_a_length_bucket_does_not_change_real_token_outputs(tf1_modul
     assert BatchingConfig(64, (12,)).batch_padded_length(batch) == 12
     for results in (outputs[(12,)], outputs[(16, 32)]):
         for got, want in zip(results, outputs[()], strict=True):
-            np.testing.assert_allclose(got.inference["sequence_output"], want.inference["sequence_output"],
-                                       atol=1e-5)
-            np.testing.assert_allclose(got.inference["pooled_output"], want.inference["pooled_output"],
-                                       atol=1e-5)
+            np.testing.assert_allclose(got.sequence_output, want.sequence_output, atol=1e-5)
+            np.testing.assert_allclose(got.pooled_output, want.pooled_output, atol=1e-5)
 
 
 def test_empty_rows_that_round_a_partial_batch_do_not_change_its_outputs(tf1_module, monkeypatch):
@@ -233,9 +231,9 @@ def test_empty_rows_that_round_a_partial_batch_do_not_change_its_outputs(tf1_mod
         outputs[rounded] = handler.run_inference(batch, model)
     assert shapes == [(3, 16), (4, 16)]
     for got, want in zip(outputs[True], outputs[False], strict=True):
-        assert got.example is want.example
+        assert got.features is want.features
         for name in ("sequence_output", "pooled_output"):
-            np.testing.assert_allclose(got.inference[name], want.inference[name], atol=1e-5)
+            np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=1e-5)
 
 
 @pytest.mark.parametrize("fixture", ["tf1_module", "tf2_model"])

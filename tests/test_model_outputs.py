@@ -40,13 +40,16 @@ def test_the_handler_returns_only_the_requested_outputs_equal_to_the_plain_call(
     for row, result in enumerate(handler.run_inference(batch, model)):
         n = batch[row].sequence_length
         want = {"pooled": ("pooled_output", plain["pooled_output"][row]),
-                "mean": ("mean_output", plain["sequence_output"][row, :n].mean(axis=0)),
+                "mean": ("computed_mean", plain["sequence_output"][row, :n].mean(axis=0)),
                 "sequence": ("sequence_output", plain["sequence_output"][row, :n])}
-        assert set(result.inference) == {want[kind][0] for kind in kinds}
+        assert result.features is batch[row]
+        computed = {name for name in ("pooled_output", "computed_mean", "sequence_output")
+                    if getattr(result, name) is not None}
+        assert computed == {want[kind][0] for kind in kinds}
         for kind in kinds:
-            key, value = want[kind]
-            assert result.inference[key].dtype == np.float32
-            np.testing.assert_allclose(result.inference[key], value, atol=1e-6)
+            name, value = want[kind]
+            assert getattr(result, name).dtype == np.float32
+            np.testing.assert_allclose(getattr(result, name), value, atol=1e-6)
 
 
 @pytest.mark.parametrize("sequence_dtype", sorted(HALF))

@@ -28,7 +28,8 @@ CACHE = REPO / ".cache" / "real_models"
 CORPUS_PATH = Path(__file__).parent / "data" / "real_sentences.txt"
 ATOL = 1e-4
 BATCH_SIZE = 16
-CONVERTER_SOURCES = ("pipeline/checkpoints.py", "pipeline/convert.py", "pipeline/conversion/export.py",
+CONVERTER_SOURCES = ("pipeline/conversion/checkpoints.py", "pipeline/conversion/convert.py",
+                     "pipeline/conversion/export.py",
                      "pipeline/conversion/reference_encoder.py")
 SOURCE_FILES = ("config.json", "tokenizer_config.json", "vocab.txt", "model.safetensors")
 UNICODE_EDGE_CASES = (

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import csv
 import gzip
 import io
+import json
 import lzma
 import os
 import zipfile
@@ -17,6 +19,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.pvalue import TaggedOutput
 from helpers import dead_letters, run_pipeline, write_jsonl
+from input_helpers import read_in_pipeline
 from reference_bert import original_convert_single_example, original_full_tokenizer
 
 from pipeline import sources
@@ -28,12 +31,14 @@ from pipeline.sources import (
     _read_chunks,
     _read_head,
     _ReadRecords,
+    _SplitFiles,
     binary_inputs_error,
     format_for_path,
     parse_record,
     sniff_binary_format,
     sniff_file,
 )
+from transforms import counters
 from transforms.records import STAGE_READ, Document, Rejected
 
 JSONL = InputConfig(input_format="jsonl")
@@ -41,7 +46,9 @@ JSONL = InputConfig(input_format="jsonl")
 
 @pytest.mark.parametrize("path, explicit, expected", [
     ("a/b.jsonl", None, "jsonl"), ("a/b.jsonl.gz", None, "jsonl"), ("b.ndjson.bz2", None, "jsonl"),
-    ("b.txt", None, "text"), ("b.txt.gz", None, "text"), ("b.csv", None, "text"), ("b.txt", "jsonl", "jsonl"),
+    ("b.txt", None, "text"), ("b.txt.gz", None, "text"), ("b.txt", "jsonl", "jsonl"), ("b.dat", None, "text"),
+    ("b.csv", None, "csv"), ("b.TSV.gz", None, "csv"), ("b.parquet", None, "parquet"),
+    ("b.csv", "text", "text"),
 ])
 def test_format_comes_from_the_extension_unless_given(path, explicit, expected):
     assert format_for_path(path, explicit) == expected
@@ -51,7 +58,8 @@ def test_format_comes_from_the_extension_unless_given(path, explicit, expected):
     (b'{"text": "ok"', "invalid JSON"),
     (b"[" * 100_000 + b"]" * 100_000, "invalid JSON"),
     (b'"just a string"', "not an object"),
-    (b'{"text": null}', "is a NoneType"),
+    (b'{"text": null}', "field 'text' is null, not a string"),
+    (b'{"text": "a", "id": null}', "field 'id' is null, not a string or integer"),
     (b'{"text": "a", "id": true}', "not a string or integer"),
     (b'{"text": "a", "id": 1.5}', "not a string or integer"),
     (b'{"text": "\xff"}', "invalid UTF-8 at byte 10"),
@@ -85,7 +93,8 @@ def test_lines_after_a_peeked_head_are_the_lines_of_the_whole_file(head_size):
 def _read_records(path, config: InputConfig = JSONL) -> list[Document | Rejected]:
     """What the reading DoFn makes of one file, main and rejected outputs in order."""
     readable = fileio.ReadableFile(FileMetadata(str(path), os.path.getsize(path)))
-    outputs = _ReadRecords(config).process(readable)
+    outputs = [output for task in _SplitFiles(config).process(readable)
+               for output in _ReadRecords(config).process(task)]
     return [output.value if isinstance(output, TaggedOutput) else output for output in outputs]
 
 
@@ -243,7 +252,7 @@ def test_binary_formats_are_named_by_their_first_bytes(tmp_path, make, name, evi
     detected = sniff_binary_format(make(tmp_path)[:SNIFF_BYTES])
     assert detected is not None and detected.name == name and detected.evidence.startswith(evidence)
     assert detected.reason.startswith(f"binary file ({name}, ")
-    assert "bert-beam reads text and JSON Lines" in detected.reason
+    assert f"): not text, JSON Lines or CSV{detected.hint}" in detected.reason
 
 
 @pytest.mark.parametrize("head", [
@@ -270,16 +279,19 @@ def test_files_are_sniffed_after_the_decompression_the_run_applies(tmp_path):
 
 
 def test_only_binary_inputs_are_a_configuration_error(tmp_path):
-    parquet, archive, text = tmp_path / "t.parquet", tmp_path / "a.zip", tmp_path / "docs.txt"
+    parquet, archive, text = tmp_path / "t.dat", tmp_path / "a.zip", tmp_path / "docs.txt"
     parquet.write_bytes(_parquet_bytes(tmp_path))
     archive.write_bytes(_zip_bytes())
     text.write_text("the dog\n")
     message = binary_inputs_error([str(parquet)])
     assert message == (f"--input {str(parquet)!r} is a binary file (Parquet, magic PAR1), "
-                       "not text or JSON Lines.")
+                       "not text, JSON Lines or CSV; read Parquet with --input_format parquet.")
     message = binary_inputs_error([str(parquet), str(archive)])
     assert message.startswith(f"All 2 files --input matches are binary ({str(parquet)!r}: Parquet")
-    assert message.endswith("not text or JSON Lines.") and "\n" not in message
+    assert message.endswith("not text, JSON Lines or CSV; read Parquet with --input_format parquet.")
+    assert "\n" not in message
+    assert binary_inputs_error([str(parquet)], input_format="parquet") is None
+    assert binary_inputs_error([str(parquet), str(archive)], input_format="parquet") is None
     assert binary_inputs_error([str(parquet), str(text), str(archive)]) is None
     assert binary_inputs_error([str(tmp_path / "missing.txt")]) is None
     assert binary_inputs_error([]) is None
@@ -293,7 +305,7 @@ def test_each_binary_file_is_one_dead_letter_beside_embedded_text(tmp_path, tf1_
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "good.txt").write_bytes(b"the dog is hairy\na quick brown fox\n")
-    (folder / "table.parquet").write_bytes(_parquet_bytes(tmp_path))
+    (folder / "table.dat").write_bytes(_parquet_bytes(tmp_path))
     (folder / "archive.zip").write_bytes(_zip_bytes())
     (folder / "nul.txt").write_bytes(b"the dog\n\x00\x01\x02binary\na cat\n")
     (folder / "packed.txt").write_bytes(gzip.compress(b"the dog\na cat\n" * 100))
@@ -303,9 +315,9 @@ def test_each_binary_file_is_one_dead_letter_beside_embedded_text(tmp_path, tf1_
     assert sorted(r.id for r in records) == [f"{folder}/good.txt:1", f"{folder}/good.txt:2"]
     letters = dead_letters(str(tmp_path / "out" / "dead_letter" / "emb"))
     reasons = {os.path.basename(d["source"]): d["reason"] for d in letters}
-    assert sorted(reasons) == ["archive.zip:1", "nul.txt:1", "packed.txt:1", "table.parquet:1"]
-    assert reasons["table.parquet:1"] == ("binary file (Parquet, magic PAR1): not text or JSON Lines; "
-                                          "bert-beam reads text and JSON Lines")
+    assert sorted(reasons) == ["archive.zip:1", "nul.txt:1", "packed.txt:1", "table.dat:1"]
+    assert reasons["table.dat:1"] == ("binary file (Parquet, magic PAR1): not text, JSON Lines or CSV; "
+                                      "read Parquet with --input_format parquet")
     assert reasons["archive.zip:1"].startswith("binary file (zip, magic 50 4B 03 04)")
     assert reasons["nul.txt:1"].startswith("binary file (unknown format, NUL bytes in the first 8 KiB)")
     assert reasons["packed.txt:1"].startswith("binary file (gzip, magic 1F 8B)")
@@ -347,3 +359,42 @@ def test_a_pair_whose_first_text_is_empty_is_embedded_as_the_original_builds_it(
     assert letters["4"]["reason"] == "field 'text' is empty and so is 'text_b'"
     assert letters["5"]["reason"].startswith("text and text_b have no wordpieces")
     assert summary.accounted and summary["documents_read"] == 5
+
+
+def test_every_input_format_through_read_documents(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    text_lines = ["the dog is hairy", "", "a cat"]
+    (folder / "docs.txt").write_text("".join(line + "\n" for line in text_lines))
+    json_lines = ['{"id": "j1", "text": "hello world"}', "not json", '{"text": "no id"}']
+    (folder / "docs.jsonl").write_text("".join(line + "\n" for line in json_lines))
+    csv_rows = [["id", "text"], ["c1", "quoted, with a comma"], ["c2", "two\nlines"]]
+    csv_text = io.StringIO()
+    csv.writer(csv_text).writerows(csv_rows)
+    (folder / "docs.csv").write_text(csv_text.getvalue() + "c3\r\n", newline="")
+    (folder / "docs.tsv.gz").write_bytes(gzip.compress(b"id\ttext\nt1\tthe fox, quick\n"))
+    parquet_rows = {"id": ["p1", "p2", "p3"], "text": ["the dog", None, "a lazy dog"]}
+    pq.write_table(pa.table(parquet_rows), folder / "table.parquet", row_group_size=2)
+    (folder / "table.csv").write_bytes(_parquet_bytes(tmp_path))
+    (folder / "lacking.csv").write_text("id,body\n1,the dog\n")
+    path = f"{folder}/"
+    documents = [Document(f"{path}docs.txt:{n}", line, f"{path}docs.txt:{n}")
+                 for n, line in enumerate(text_lines, start=1) if line]
+    documents += [Document(record.get("id", f"{path}docs.jsonl:{n}"), record["text"], f"{path}docs.jsonl:{n}")
+                  for n, record in ((n, json.loads(line)) for n, line in enumerate(json_lines, start=1)
+                                    if line.startswith("{"))]
+    documents += [Document("c1", csv_rows[1][1], f"{path}docs.csv:2"),
+                  Document("c2", csv_rows[2][1], f"{path}docs.csv:3"),
+                  Document("t1", "the fox, quick", f"{path}docs.tsv.gz:2")]
+    documents += [Document(row["id"], row["text"], f"{path}table.parquet:row {n}")
+                  for n, row in enumerate(pq.read_table(folder / "table.parquet").to_pylist(), start=1)
+                  if row["text"]]
+    rejected = [(f"{path}docs.txt:2", "empty text"), (f"{path}docs.jsonl:2", "invalid JSON"),
+                (f"{path}docs.csv:5", "1 fields where the header has 2"),
+                (f"{path}table.parquet:row 2", "field 'text' is null, not a string"),
+                (f"{path}table.csv:1", "binary file (Parquet, magic PAR1): not text, JSON Lines or CSV; "
+                 "read Parquet with --input_format parquet"),
+                (f"{path}lacking.csv:1", "CSV header has no column 'text' (--text_field)")]
+    totals = read_in_pipeline(str(folder / "*"), InputConfig(), documents, rejected)
+    assert totals[counters.FILES_READ] == 7
+    assert totals[counters.DOCUMENTS_READ] == len(documents) + len(rejected)

@@ -35,3 +35,20 @@ def test_report_gives_throughput_padding_and_model_time():
     assert "900 real of 1000 computed tokens (1.11 computed per real token)" in report
     assert "3 batches, 3.0 s in model calls" in report and "75% of the wall time" in report
     assert "0.5 s loading models" in report
+
+
+def test_documents_skipped_as_embedded_earlier_count_in_the_accounting():
+    skipped = {**COUNTERS, "documents_embedded": 5, "documents_skipped": 3}
+    summary = RunSummary(skipped, "o", "d")
+    assert summary.accounted
+    assert summary.line().startswith("bert-beam: read 10, skipped 3 (embedded earlier), embedded 5 ")
+    assert "DO NOT ADD UP" not in summary.line()
+    lost = RunSummary({**skipped, "documents_skipped": 2}, "o", "d")
+    assert not lost.accounted and "COUNTS DO NOT ADD UP" in lost.line()
+
+
+def test_skipped_shows_in_the_line_and_report_only_when_some_were():
+    assert "skipped" not in RunSummary(COUNTERS, "o", "d").line()
+    assert "skipped" not in RunSummary(COUNTERS, "o", "d").report()
+    report = RunSummary({**COUNTERS, "documents_embedded": 5, "documents_skipped": 3}, "o", "d", 4.0).report()
+    assert "\n  skipped: 3 documents already embedded in --skip_embedded_in outputs\n" in report

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUILD_CONTEXT = ("requirements.lock", "requirements.in", "setup.py", "README.md", "pipeline", "transforms")
 ENVIRONMENT_INPUTS = ("requirements.lock", "requirements.in", "setup.py")
 # Test, benchmark and demo packages (import names) that no worker may need.
-NOT_AT_RUNTIME = ("torch", "transformers", "tfx_bsl", "bert", "tensorflow_text", "hypothesis", "pytest",
+NOT_AT_RUNTIME = ("torch", "transformers", "bert", "tensorflow_text", "hypothesis", "pytest",
                   "matplotlib")
 
 
@@ -113,7 +113,8 @@ def test_the_worker_environment_lacks_every_test_benchmark_and_demo_package(work
 def test_a_job_runs_in_two_worker_processes_with_only_the_runtime_packages(worker_python, bert_beam_site,
                                                                            tmp_path, tf1_module):
     texts = ["the quick brown fox jumps over the lazy dog", "hello world", "a long sentence of words"]
-    documents = [{"id": f"doc-{i}", "text": texts[i % len(texts)]} for i in range(12)]
+    # Distinct texts, so that the whitening below has more directions than it keeps.
+    documents = [{"id": f"doc-{i}", "text": f"{texts[i % len(texts)]} number {i}"} for i in range(12)]
     docs = write_jsonl(tmp_path / "docs.jsonl", documents)
     prefix = f"{tmp_path}/out/emb"
     env = {**os.environ, "PYTHONPATH": str(bert_beam_site)}
@@ -121,10 +122,12 @@ def test_a_job_runs_in_two_worker_processes_with_only_the_runtime_packages(worke
     completed = subprocess.run(
         [str(worker_python), "-m", "pipeline.run", f"--input={docs}", f"--output={prefix}",
          f"--model={tf1_module}", "--max_seq_length=16", "--outputs=pooled,mean,sequence",
-         "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+         "--whitening_dims=4", "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )
     assert completed.returncode == 0, completed.stderr[-5000:]
     summary = "bert-beam: read 12, embedded 12 (12 records, 0 truncated, 0 windowed), rejected 0"
     assert summary in completed.stdout
-    assert sorted(record.id for record in read_embeddings(prefix)) == sorted(d["id"] for d in documents)
+    records = list(read_embeddings(prefix))
+    assert sorted(record.id for record in records) == sorted(d["id"] for d in documents)
+    assert all(record.whitened_output.shape == (4,) for record in records)  # tf.Transform at runtime

@@ -23,7 +23,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms.features import bucket_length
 from transforms.records import Features
 
-KeyedFeatures = tuple[str, Features]
+__all__ = ["BatchByLength", "BatchingConfig"]
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,13 @@ class BatchingConfig:
 class _BatchByLength(beam.DoFn):
     def __init__(self, config: BatchingConfig) -> None:
         self._config = config
-        self._buffers: dict[int, list[KeyedFeatures]] = {}
+        self._buffers: dict[int, list[Features]] = {}
 
     def start_bundle(self) -> None:
         self._buffers = {}
 
-    def process(self, element: KeyedFeatures) -> Iterator[list[KeyedFeatures]]:
-        bucket = self._config.padded_length(element[1].sequence_length)
+    def process(self, element: Features) -> Iterator[list[Features]]:
+        bucket = self._config.padded_length(element.sequence_length)
         buffer = self._buffers.setdefault(bucket, [])
         buffer.append(element)
         if len(buffer) >= self._config.full_batch_rows(bucket):
@@ -83,12 +83,12 @@ class _BatchByLength(beam.DoFn):
         self._buffers = {}
 
 
-class BatchByLength(beam.PTransform):
-    """(key, Features) → lists of (key, Features) of one length bucket."""
+class BatchByLength(beam.PTransform[beam.PCollection[Features], beam.PCollection[list[Features]]]):
+    """Features → lists of Features of one length bucket."""
 
     def __init__(self, config: BatchingConfig) -> None:
         super().__init__()
         self._config = config
 
-    def expand(self, keyed_features):
-        return keyed_features | "BatchByLength" >> beam.ParDo(_BatchByLength(self._config))
+    def expand(self, features: beam.PCollection[Features]) -> beam.PCollection[list[Features]]:
+        return features | "BatchByLength" >> beam.ParDo(_BatchByLength(self._config))

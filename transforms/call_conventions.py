@@ -16,6 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+__all__ = ["CALL", "DEFAULT_ENTRIES", "DICT", "INPUT_IDS", "INPUT_KEYS", "INPUT_MASK", "KEYWORDS",
+           "KNOWN_TENSOR_NAMES", "LIST", "LIST_INPUT_ORDER", "MEAN_OUTPUT", "OUTPUT_KEYS", "POOLED_OUTPUT",
+           "REQUIRED_INPUTS", "SEGMENT_IDS", "SEQUENCE_OUTPUT", "TF1_HUB_SIGNATURE", "CallConvention",
+           "CallMismatch", "ModelInput", "describe_callables", "find_call_convention"]
+
 # The pipeline's names for the tensors of a model call, used everywhere (and as output feature keys).
 INPUT_IDS = "input_ids"
 INPUT_MASK = "input_mask"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+__all__ = ["GpuUnavailableError", "configure_gpus", "configure_threads"]
+
 _LOG = logging.getLogger(__name__)
 
 

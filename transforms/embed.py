@@ -8,11 +8,10 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import RunInference
 
 from transforms import counters
 from transforms.batching import BatchByLength, BatchingConfig
-from transforms.call_conventions import MEAN_OUTPUT, POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.features import FeatureConfig, document_features
 from transforms.garbage import freeze_loaded_objects
 from transforms.model_handler import BertModelHandler
@@ -27,6 +26,8 @@ from transforms.records import (
     excerpt,
 )
 from transforms.tokenization import FullTokenizer
+
+__all__ = ["EmbedDocuments", "EmbedDocumentsResult", "TokenizerConfig"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class _TokenizeDocument(beam.DoFn):
         )
         freeze_loaded_objects()
 
-    def process(self, document: Document) -> Iterator:
+    def process(self, document: Document) -> Iterator[Features | beam.pvalue.TaggedOutput]:
         try:
             features = list(document_features(document, self._tokenizer, self._feature_config))
         except (ValueError, KeyError, RecursionError) as error:
@@ -73,18 +74,7 @@ class _TokenizeDocument(beam.DoFn):
         if len(features) > 1:
             self._windowed.inc()
         self._windows.inc(len(features))
-        for feature in features:
-            yield feature.key, feature
-
-
-def _to_embedding(keyed: tuple[str, PredictionResult]) -> Embedding:
-    _, result = keyed
-    return Embedding(
-        features=result.example,
-        pooled_output=result.inference.get(POOLED_OUTPUT),
-        sequence_output=result.inference.get(SEQUENCE_OUTPUT),
-        computed_mean=result.inference.get(MEAN_OUTPUT),
-    )
+        yield from features
 
 
 # What Beam's exception handling passes for a failed batch: the exception's type, repr and
@@ -104,23 +94,23 @@ def _failure_message(error: _FailureInfo) -> str:
 
 
 def _failed_batch_to_rejected(
-    failure: tuple[Sequence[tuple[str, Features]], _FailureInfo],
+    failure: tuple[Sequence[Features], _FailureInfo],
 ) -> Iterator[Rejected]:
     batch, error = failure
     reason = f"inference failed: {_failure_message(error)}"
-    for _, features in batch:
+    for features in batch:
         yield Rejected(features.source, f"{features.key} ({features.sequence_length} tokens)", reason,
-                       STAGE_INFERENCE, features.window)
+                       STAGE_INFERENCE, features.window, features.id)
 
 
 class EmbedDocumentsResult(NamedTuple):
     """What ``EmbedDocuments`` returns, as Beam's ``RunInference`` returns ``RunInferenceDLQ``."""
 
-    embeddings: beam.PCollection  # of Embedding
-    rejected: beam.PCollection  # of Rejected: tokenizing and inference failures
+    embeddings: beam.PCollection[Embedding]
+    rejected: beam.PCollection[Rejected]  # tokenizing and inference failures
 
 
-class EmbedDocuments(beam.PTransform):
+class EmbedDocuments(beam.PTransform[beam.PCollection[Document], EmbedDocumentsResult]):
     """Documents → ``EmbedDocumentsResult``: Embeddings and Rejected.
 
     Tokenizes with the model's own WordPiece vocabulary, builds google-research/bert
@@ -144,15 +134,14 @@ class EmbedDocuments(beam.PTransform):
         self._batching = batching
         self._model_handler = model_handler
 
-    def expand(self, documents) -> EmbedDocumentsResult:
+    def expand(self, documents: beam.PCollection[Document]) -> EmbedDocumentsResult:
         tokenized = documents | "Tokenize" >> beam.ParDo(
             _TokenizeDocument(self._tokenizer, self._features)
         ).with_outputs(REJECTED_TAG, main="features")
         batches = tokenized.features | "BatchByLength" >> BatchByLength(self._batching)
-        inferred, failures = batches | "RunInference" >> RunInference(
-            KeyedModelHandler(self._model_handler).with_no_batching()
+        embeddings, failures = batches | "RunInference" >> RunInference(
+            self._model_handler.with_no_batching()
         ).with_exception_handling().with_resource_hints(**self._inference_hints)
-        embeddings = inferred | "ToEmbedding" >> beam.Map(_to_embedding)
         failed = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch_to_rejected)
         rejected = (tokenized[REJECTED_TAG], failed) | "MergeRejected" >> beam.Flatten()
         return EmbedDocumentsResult(embeddings, rejected)

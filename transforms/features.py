@@ -16,6 +16,9 @@ from transforms.call_conventions import INPUT_IDS, INPUT_MASK, SEGMENT_IDS
 from transforms.records import Document, Features
 from transforms.tokenization import FullTokenizer
 
+__all__ = ["LONG_DOCUMENT_MODES", "TRUNCATE", "WINDOW", "FeatureConfig", "bucket_length", "build_input_ids",
+           "document_features", "pad_batch", "parse_bucket_boundaries", "truncate_seq_pair", "window_starts"]
+
 TRUNCATE = "truncate"
 WINDOW = "window"
 LONG_DOCUMENT_MODES = (TRUNCATE, WINDOW)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 
+__all__ = ["freeze_loaded_objects"]
+
 
 def freeze_loaded_objects() -> None:
     """Collects what loading left as garbage, then freezes every object alive now."""

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["ASSETS_COLLECTION", "HUB_ASSET_PLACEHOLDER", "asset_filenames", "meta_graph_for_tags",
+           "read_saved_model", "signature_output_asset", "source_tensor"]
+
 HUB_ASSET_PLACEHOLDER = "SAVEDMODEL-ASSET"
 ASSETS_COLLECTION = "saved_model_assets"  # tf.compat.v1.saved_model.constants.ASSETS_KEY
 # Ops that pass their input through unchanged, between a signature output and its constant.

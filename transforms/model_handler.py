@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import ModelHandler
 
 from transforms import counters
 from transforms.batching import BatchingConfig
@@ -19,19 +19,21 @@ from transforms.features import pad_batch
 from transforms.garbage import freeze_loaded_objects
 from transforms.model_loading import LoadedBert, ModelConfig
 from transforms.model_outputs import MEAN_OUTPUT, OutputRequest
-from transforms.records import Features
+from transforms.records import Embedding, Features
 from transforms.shared_outputs import OutputBlock
+
+__all__ = ["BertModelHandler"]
 
 _LOG = logging.getLogger(__name__)
 
 
-class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
+class BertModelHandler(ModelHandler[Features, Embedding, LoadedBert]):
     """Loads the model once per worker process and runs padded int32 batches through it.
 
     A batch is padded to the length bucket of its longest record (see
-    ``transforms.batching``). Each result's ``inference`` holds numpy arrays for
-    the record's real tokens only, as many of ``pooled_output`` [H], ``mean_output`` [H] and
-    ``sequence_output`` [T, H] as ``outputs`` asks for, reduced and cast in the model call. With
+    ``transforms.batching``). Each record's ``Embedding`` holds numpy arrays for its real tokens
+    only, as many of ``pooled_output`` [H], the mean [H] and ``sequence_output`` [T, H] as
+    ``outputs`` asks for, reduced and cast in the model call. With
     ``large_model`` or ``model_copies`` the model lives in one process per machine, and outputs
     cross to the caller through shared memory.
     """
@@ -75,7 +77,7 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         batch: Sequence[Features],
         model: LoadedBert,
         inference_args: Mapping[str, Any] | None = None,
-    ) -> list[PredictionResult]:
+    ) -> list[Embedding]:
         length = self._batching.batch_padded_length(batch)
         arrays = pad_batch(batch, length, self._batching.batch_padded_rows(len(batch), length))
         start = time.perf_counter()
@@ -91,16 +93,18 @@ class BertModelHandler(ModelHandler[Features, PredictionResult, LoadedBert]):
         real = int(arrays[INPUT_MASK].sum())
         self._real_tokens.inc(real)
         self._padded_tokens.inc(arrays[INPUT_MASK].size - real)
-        sequence = outputs.get(SEQUENCE_OUTPUT)
-        vectors = {key: outputs[key] for key in (POOLED_OUTPUT, MEAN_OUTPUT) if key in outputs}
-        results = []
-        for row, features in enumerate(batch):
-            inference = {key: value[row] for key, value in vectors.items()}
-            if sequence is not None:
+        pooled, mean, sequence = (outputs.get(key) for key in (POOLED_OUTPUT, MEAN_OUTPUT, SEQUENCE_OUTPUT))
+        return [
+            Embedding(
+                features=features,
+                pooled_output=None if pooled is None else pooled[row],
                 # A row's real tokens are contiguous in the batch: a view, not a copy.
-                inference[SEQUENCE_OUTPUT] = np.ascontiguousarray(sequence[row, : features.sequence_length])
-            results.append(PredictionResult(features, inference))
-        return results
+                sequence_output=None if sequence is None else np.ascontiguousarray(
+                    sequence[row, : features.sequence_length]),
+                computed_mean=None if mean is None else mean[row],
+            )
+            for row, features in enumerate(batch)
+        ]
 
     def get_num_bytes(self, batch: Sequence[Features]) -> int:
         return sum(f.input_ids.nbytes + f.segment_ids.nbytes for f in batch)

@@ -34,6 +34,9 @@ from transforms.model_ops import ENCODER_OPS, LOADING_OPS, called_ops, loading_o
 from transforms.model_outputs import OutputRequest, select_outputs
 from transforms.shared_outputs import ATTACHED_BLOCKS, SharedArrays, put_arrays
 
+__all__ = ["MAX_ARCHIVE_BYTES", "TF1_HUB", "TF2", "LoadedBert", "ModelConfig", "ModelError", "detect_format",
+           "parse_tensor_names", "position_limit", "resolve_model_path", "vocab_limit"]
+
 TF1_HUB = "tf1_hub"
 TF2 = "tf2"
 

@@ -15,6 +15,8 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+__all__ = ["ENCODER_OPS", "LOADING_OPS", "called_ops", "loading_ops", "parse_op_names", "refusal"]
+
 _LOG = logging.getLogger(__name__)
 
 # What BERT-style encoders are made of: every op of the project's exports (TF1 Hub, TF2, each call

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from transforms.call_conventions import MEAN_OUTPUT, POOLED_OUTPUT, SEQUENCE_OUTPUT
 
+__all__ = ["FLOAT32", "MEAN", "OUTPUT_KEYS", "OUTPUT_KINDS", "POOLED", "SEQUENCE", "SEQUENCE_DTYPES",
+           "OutputRequest", "select_outputs"]
+
 POOLED = "pooled"
 MEAN = "mean"
 SEQUENCE = "sequence"

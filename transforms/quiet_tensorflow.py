@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
+__all__ = ["DEFAULT_LOG_LEVEL", "LOG_LEVEL_VARIABLE", "hidden", "install", "tensorflow_log_level"]
+
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 DEFAULT_LOG_LEVEL = "2"
 # absl's and glog's prefix: severity letter, then a date (0000 before absl::InitializeLog()).

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["EXCERPT_CHARS", "REJECTED_TAG", "STAGE_INFERENCE", "STAGE_READ", "STAGE_TOKENIZE", "Document",
+           "Embedding", "Features", "Rejected", "excerpt"]
+
 REJECTED_TAG = "rejected"
 EXCERPT_CHARS = 1000
 # Where a Rejected left the pipeline: the ``stage`` of its dead letter.
@@ -62,13 +65,15 @@ class Features:
 class Embedding:
     """The model outputs for one document window, real tokens only; None where not computed.
 
-    ``computed_mean`` is the mean that the model call reduced (``--outputs mean``).
+    ``computed_mean`` is the mean that the model call reduced (``--outputs mean``);
+    ``whitened_output`` its or ``pooled_output``'s whitened form (``--whitening_dims``).
     """
 
     features: Features
     pooled_output: np.ndarray | None
     sequence_output: np.ndarray | None
     computed_mean: np.ndarray | None = None
+    whitened_output: np.ndarray | None = None
 
     @property
     def mean_output(self) -> np.ndarray:
@@ -90,7 +95,8 @@ class Rejected:
     """A record that could not be processed, and why; ``stage`` is one of the ``STAGE_*`` names.
 
     ``window`` is the index of a document window that failed at inference, None for a record
-    rejected whole before windowing: only a failed window 0 rejects its document.
+    rejected whole before windowing: only a failed window 0 rejects its document. ``document_id``
+    names that window's document, so that a later incremental run knows it lacks a window.
     """
 
     source: str
@@ -98,6 +104,7 @@ class Rejected:
     reason: str
     stage: str
     window: int | None = None
+    document_id: str | None = None
 
     @property
     def rejects_document(self) -> bool:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["ATTACHED_BLOCKS", "NAME_PREFIX", "OutputBlock", "SharedArrays", "put_arrays", "take_arrays"]
+
 NAME_PREFIX = "bert_beam_"  # so that a block left by a killed caller can be told apart in /dev/shm
 _ALIGNMENT = 64
 _ATTACHED_LIMIT = 32  # blocks the model's process keeps mapped, most recently used first

@@ -19,6 +19,9 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
+__all__ = ["CLS_TOKEN", "MAX_INPUT_CHARS_PER_WORD", "SEP_TOKEN", "UNKNOWN_TOKEN", "BasicTokenizer",
+           "FullTokenizer", "WordpieceTokenizer", "load_vocab_lines", "read_vocab_file"]
+
 UNKNOWN_TOKEN = "[UNK]"
 CLS_TOKEN = "[CLS]"
 SEP_TOKEN = "[SEP]"

@@ -27,6 +27,13 @@ from pipeline.conversion.reference_encoder import (
 )
 from transforms.tokenization import FullTokenizer, read_vocab_file
 
+__all__ = ["GOOGLE_UNCASED_RELEASES", "HF_ACTIVATIONS", "HF_CONFIG", "HF_PICKLED_WEIGHTS", "HF_TOKENIZERS",
+           "HF_TOKENIZER_CONFIG", "HF_WEIGHTS", "HF_WEIGHTS_INDEX", "ORIGINAL_ACTIVATIONS",
+           "ORIGINAL_CHECKPOINT", "ORIGINAL_CONFIG", "ORIGINAL_LAYER_NORM_EPS", "SHAPE_KEYS", "VOCAB",
+           "BertSource", "CheckpointError", "bert_config_from_huggingface", "bert_config_from_original",
+           "huggingface_keys", "huggingface_lower_case", "original_lower_case", "read_bert_source",
+           "read_huggingface_folder", "read_original_checkpoint", "weights_from_huggingface"]
+
 HF_CONFIG = "config.json"
 HF_TOKENIZER_CONFIG = "tokenizer_config.json"
 HF_WEIGHTS = "model.safetensors"

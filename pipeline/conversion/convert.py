@@ -19,6 +19,8 @@ from pipeline.conversion.checkpoints import BertSource, CheckpointError, read_be
 from pipeline.conversion.export import export_tf1_hub_module, export_tf2_saved_model
 from pipeline.options import parse_bool
 
+__all__ = ["EXPORTERS", "convert", "describe", "main"]
+
 EXPORTERS = {"tf1hub": export_tf1_hub_module, "tf2": export_tf2_saved_model}
 
 

@@ -20,6 +20,10 @@ import numpy as np
 from pipeline.conversion.reference_encoder import BertConfig, bert_forward, check_weights
 from transforms.call_conventions import INPUT_IDS, INPUT_MASK, POOLED_OUTPUT, SEGMENT_IDS, SEQUENCE_OUTPUT
 
+__all__ = ["ASSET_LAYOUTS", "BAKED_PATH_LAYOUT", "HUB_EXPORTER_LAYOUT", "TF1_MODULE_DEF",
+           "TRAIN_DROPOUT_RATE", "VOCAB_TENSOR", "archive_module", "export_tf1_hub_module",
+           "export_tf2_saved_model"]
+
 TF1_MODULE_DEF = b"\x08\x03"  # hub ModuleDef proto {format: FORMAT_V3}
 TRAIN_DROPOUT_RATE = 0.1
 VOCAB_TENSOR = "vocab_file:0"

