@@ -56,9 +56,11 @@ def check_dataflow_job(options: PipelineOptions) -> None:
     if not cloud.temp_location:
         raise ConfigurationError("--temp_location is required for the DataflowRunner, e.g. "
                                  "--temp_location=gs://BUCKET/tmp.")
-    locations = {"temp_location": cloud.temp_location, "staging_location": cloud.staging_location,
-                 "input": bert.input, "output": bert.output, "dead_letter": bert.dead_letter}
-    for flag, value in locations.items():
+    locations = [("temp_location", cloud.temp_location), ("staging_location", cloud.staging_location),
+                 ("input", bert.input), ("output", bert.output), ("dead_letter", bert.dead_letter),
+                 *(("skip_embedded_in", prefix) for prefix in (bert.skip_embedded_in or "").split(","))]
+    for flag, value in locations:
+        value = value.strip() if value else value
         if value and not value.startswith("gs://"):
             raise ConfigurationError(f"--{flag} must be on Cloud Storage (gs://...) for the DataflowRunner; "
                                      f"its workers cannot reach {value!r}.")
@@ -76,6 +78,9 @@ def check_dataflow_job(options: PipelineOptions) -> None:
     if disabled:
         raise ConfigurationError(f"--experiments={disabled[0]} turns off Runner v2, which custom "
                                  "containers, GPUs and right fitting need.")
+    if bert.wait_until_finish and cloud.template_location:
+        raise ConfigurationError("--wait_until_finish cannot be used in a Flex Template launch: its "
+                                 "launcher must exit once the job exists.")
     services = options.view_as(GoogleCloudOptions).dataflow_service_options or []
     if bert.right_fitting and any(s.startswith(_ACCELERATOR_OPTION) for s in services):
         raise ConfigurationError("--right_fitting and a worker_accelerator service option exclude each "

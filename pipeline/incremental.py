@@ -47,9 +47,9 @@ __all__ = ["SAME_EMBEDDING_OPTIONS", "EarlierOutput", "SkipEmbedded", "SkipEmbed
            "shard_differences"]
 
 # Options that shape the records: an earlier output made with other values would not match this run's.
-SAME_EMBEDDING_OPTIONS = ("max_seq_length", "long_document", "doc_stride", "text_b_field", "id_field",
-                          "do_lower_case", "vocab_file", "signature", "signature_tensors", "outputs",
-                          "sequence_dtype")
+SAME_EMBEDDING_OPTIONS = ("max_seq_length", "long_document", "doc_stride", "text_field", "text_b_field",
+                          "id_field", "do_lower_case", "vocab_file", "signature", "signature_tensors",
+                          "outputs", "sequence_dtype")
 _SKIPPED_TAG = "skipped"
 
 
@@ -99,10 +99,11 @@ def shard_differences(listed: Mapping[str, int | None], present: Mapping[str, in
 
 def option_differences(earlier: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
     """The record-shaping options whose values differ between an earlier run and this one (each
-    compared where both record it; ``outputs`` as a set)."""
+    compared where both record a value: None is the model's own, which the fingerprint compares;
+    ``outputs`` as a set)."""
     differences = []
     for name in SAME_EMBEDDING_OPTIONS:
-        if name not in earlier or name not in current:
+        if earlier.get(name) is None or current.get(name) is None:
             continue
         before, now = earlier[name], current[name]
         if name == "outputs" and isinstance(before, str) and isinstance(now, str):
@@ -128,11 +129,12 @@ def check_earlier_output(
 ) -> EarlierOutput:
     """Checks one ``--skip_embedded_in`` prefix without reading its shards; says what the job reads.
 
-    ``run_options`` are this run's bert-beam options as the manifest records them
-    (``get_all_options(current_only=True)``). Raises ConfigurationError, one sentence, where the
-    output is this run's own, did not complete, has other shards than its manifest lists, was
-    embedded by another model or with other record-shaping options, or its documents' windows
-    cannot be proven complete.
+    ``run_options`` are this run's bert-beam options as the manifest records them, with the values
+    the plan resolved (``do_lower_case``, ``doc_stride``). Raises ConfigurationError, one sentence,
+    where the output is this run's own, did not complete, has other shards than its manifest lists,
+    holds a whitening fitted on its own records, was embedded by another model or with other
+    record-shaping options, or its documents' windows cannot be proven complete. Without
+    ``model_fingerprint`` (before the model is loaded) the model is not compared.
     """
     flag = f"--skip_embedded_in {prefix!r}"
     if prefix == run_options.get("output"):
@@ -140,8 +142,9 @@ def check_earlier_output(
                                  "could read it; write the new documents to another prefix.")
     if not FileSystems.exists(prefix + MANIFEST_SUFFIX):
         raise ConfigurationError(
-            f"{flag} has no manifest {prefix}{MANIFEST_SUFFIX}: its run did not complete (or predates "
-            "manifests), so its shards cannot be trusted to hold every document they started.")
+            f"{flag} has no manifest {prefix}{MANIFEST_SUFFIX}: its run did not complete, predates "
+            "manifests, or was a Dataflow job submitted without --wait_until_finish, so its shards "
+            "cannot be trusted to hold every document they started.")
     try:
         manifest = read_manifest(prefix)
         listed = {shard["name"]: shard.get("bytes") for shard in manifest["shards"]}
@@ -158,6 +161,10 @@ def check_earlier_output(
             f"{flag}: its shards are not those its manifest lists ({'; '.join(problems[:3])}"
             f"{f'; {len(problems) - 3} more' if len(problems) > 3 else ''}); "
             f"python -m pipeline.verify {prefix} checks them in full.")
+    if manifest.get("options", {}).get("whitening_dims"):
+        raise ConfigurationError(
+            f"{flag} holds whitened_output from a whitening fitted on its own records only; new "
+            "documents cannot be whitened the same way by another run: embed the grown corpus whole.")
     model = manifest.get("model", {})
     if model_fingerprint and model.get("fingerprint") and model["fingerprint"] != model_fingerprint:
         raise ConfigurationError(

@@ -181,6 +181,10 @@ class BertBeamOptions(PipelineOptions):
         cloud.add_argument("--right_fitting", type=parse_bool, nargs="?", const=True, default=False,
                            help="Only the embedding step runs on GPU workers (resource hints); "
                            "reading and writing stay on the job's CPU workers.")
+        cloud.add_argument("--wait_until_finish", type=parse_bool, nargs="?", const=True, default=False,
+                           help="After submitting a Dataflow job, wait for it to finish, then print its "
+                           "summary and write PREFIX.manifest.json as a local run does (an output that "
+                           "--skip_embedded_in can name). Not with a Flex Template launch.")
 
 
 def all_options_parser() -> argparse.ArgumentParser:

@@ -32,10 +32,10 @@ if TYPE_CHECKING:
 _BATCH_ROWS = 1024
 # What reading a Parquet file raises when the file or its storage is at fault: ArrowInvalid (not
 # Parquet, a corrupt footer or page), ArrowNotImplementedError (a codec or encoding this pyarrow
-# lacks), OSError (pyarrow's and Beam's I/O errors), EOFError and GCS's API errors. Anything else is a
-# bug and fails the bundle.
+# lacks), UnicodeDecodeError (a corrupt footer's column name), OSError (pyarrow's and Beam's I/O
+# errors), EOFError and GCS's API errors. Anything else is a bug and fails the bundle.
 PARQUET_ERRORS: tuple[type[Exception], ...] = (
-    pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError, GoogleAPIError)
+    pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError, EOFError, GoogleAPIError)
 
 
 @dataclass(frozen=True)

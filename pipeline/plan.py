@@ -33,7 +33,7 @@ from pipeline.workers import WorkerPlan, plan_workers
 from transforms.batching import BatchingConfig
 from transforms.call_conventions import POOLED_OUTPUT, SEQUENCE_OUTPUT
 from transforms.embed import TokenizerConfig
-from transforms.features import FeatureConfig, pad_batch, parse_bucket_boundaries
+from transforms.features import WINDOW, FeatureConfig, pad_batch, parse_bucket_boundaries
 from transforms.model_handler import BertModelHandler
 from transforms.model_loading import LoadedBert, ModelConfig, ModelError, parse_tensor_names
 from transforms.model_ops import parse_op_names
@@ -108,6 +108,7 @@ class RunPlan:
     embedding: EmbeddingPlan
     output: OutputPlan
     pipeline_options: PipelineOptions
+    waits: bool = True  # for the job to finish, and then writes the manifest: all but a Dataflow submission
 
     def describe(self) -> str:
         embedding = self.embedding
@@ -136,11 +137,19 @@ class RunPlan:
 
     def resolved_flags(self) -> dict[str, object]:
         """The bert-beam flags whose defaults the plan derived, with the values the job runs with."""
-        workers = self.embedding.workers
-        return {"dead_letter": self.output.dead_letter_prefix, "large_model": workers.large_model,
-                "require_gpu": workers.require_gpu,
-                "round_batch_rows": self.embedding.batching.round_batch_rows,
-                "tf_threads": workers.tf_threads}
+        embedding, workers = self.embedding, self.embedding.workers
+        return {"dead_letter": self.output.dead_letter_prefix, **_record_shaping_defaults(embedding),
+                "large_model": workers.large_model, "require_gpu": workers.require_gpu,
+                "round_batch_rows": embedding.batching.round_batch_rows, "tf_threads": workers.tf_threads}
+
+
+def _record_shaping_defaults(embedding: EmbeddingPlan) -> dict[str, object]:
+    """The record-shaping flags whose default the plan resolves: the casing (the model's unless
+    given) and, for windows, the stride (half a window unless given)."""
+    resolved: dict[str, object] = {"do_lower_case": embedding.tokenizer.do_lower_case}
+    if embedding.features.long_document == WINDOW:
+        resolved["doc_stride"] = embedding.features.stride
+    return resolved
 
 
 def _match_input_files(pattern: str, config: InputConfig) -> list[str]:
@@ -305,6 +314,13 @@ def prepare_run(options: PipelineOptions) -> RunPlan:
     )
     input_files = len(_match_input_files(bert.input, input_config))
     _check_writable(bert.output)
+    earlier = parse_prefixes(bert.skip_embedded_in or "")
+    if earlier and bert.whitening_dims:
+        raise ConfigurationError(
+            "--whitening_dims fits a whitening on the run's own records: with --skip_embedded_in it would "
+            "see only the new documents, and the outputs would hold vectors whitened two ways; whiten "
+            "a run of the whole corpus instead.")
+    check_earlier_outputs(earlier, bert.get_all_options(current_only=True))  # before the model loads
     model_facts = _inspect_model(bert, model_config, outputs.kinds)
     message = whitening_error(bert.whitening_dims, bert.whitening_source, outputs.kinds,
                               model_facts.hidden_size)
@@ -313,23 +329,23 @@ def prepare_run(options: PipelineOptions) -> RunPlan:
     # The launcher needs the model only for these checks: free it (cycles included) before the
     # run, or a local multi-process run holds one more copy than its workers for its whole length.
     gc.collect()
-    earlier = parse_prefixes(bert.skip_embedded_in or "")
-    if earlier:
-        earlier = check_earlier_outputs(earlier, bert.get_all_options(current_only=True),
-                                        model_fingerprint(model_facts.path))
+    embedding = EmbeddingPlan(
+        tokenizer=model_facts.tokenizer_config,
+        features=features,
+        batching=batching,
+        model=model_config,
+        outputs=outputs,
+        workers=workers,
+        model_path=model_facts.path,
+        model_description=model_facts.description,
+        hidden_size=model_facts.hidden_size,
+    )
+    if earlier:  # the model, and the options as this run resolves them
+        resolved = {**bert.get_all_options(current_only=True), **_record_shaping_defaults(embedding)}
+        earlier = check_earlier_outputs(earlier, resolved, model_fingerprint(model_facts.path))
     return RunPlan(
         input=InputPlan(pattern=bert.input, config=input_config, files=input_files, skip_embedded_in=earlier),
-        embedding=EmbeddingPlan(
-            tokenizer=model_facts.tokenizer_config,
-            features=features,
-            batching=batching,
-            model=model_config,
-            outputs=outputs,
-            workers=workers,
-            model_path=model_facts.path,
-            model_description=model_facts.description,
-            hidden_size=model_facts.hidden_size,
-        ),
+        embedding=embedding,
         output=OutputPlan(
             prefix=bert.output,
             outputs=outputs,
@@ -343,6 +359,7 @@ def prepare_run(options: PipelineOptions) -> RunPlan:
             whitening_source=bert.whitening_source,
         ),
         pipeline_options=pipeline_options,
+        waits=not is_dataflow(pipeline_options) or bert.wait_until_finish,
     )
 
 
@@ -383,6 +400,9 @@ def job_options(options: PipelineOptions, workers: WorkerPlan) -> PipelineOption
     """The job's Beam options: the user's, checked by Dataflow's rules and with what a Dataflow job
     needs added when the runner is Dataflow."""
     if not is_dataflow(options):
+        if options.view_as(BertBeamOptions).wait_until_finish:
+            raise ConfigurationError("--wait_until_finish is for the DataflowRunner: every other run "
+                                     "waits for its job already.")
         return options
     check_dataflow_job(options)
     return dataflow_job_options(options, workers.gpu)

@@ -28,7 +28,8 @@ def _kind(value: object) -> str:
 def document_from_fields(fields: Mapping[str, object], source: str, config: InputConfig) -> Document | str:
     """The Document that ``fields`` make, or the reason they make none.
 
-    A missing id is the record's location ``source``, so every document has one.
+    A missing id is the record's location ``source``, so every document has one; a null or blank one
+    is a reason.
     """
     text = fields.get(config.text_field)
     if not isinstance(text, str):
@@ -46,6 +47,10 @@ def document_from_fields(fields: Mapping[str, object], source: str, config: Inpu
     doc_id = fields.get(config.id_field, source)
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
         return f"field {config.id_field!r} is {_kind(doc_id)}, not a string or integer"
+    # A blank id (a CSV's empty cell) names no document: all of them would be one key to
+    # --skip_embedded_in's join, and to whoever joins the output back.
+    if isinstance(doc_id, str) and not doc_id.strip():
+        return f"field {config.id_field!r} is blank"
     return Document(id=str(doc_id), text=text, source=source, text_b=text_b or None)
 
 

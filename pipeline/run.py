@@ -83,7 +83,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
 
     On Dataflow it submits the job and returns None without waiting (a Flex Template launch
     must exit once the job exists); the counters are on the job's console page. With
-    ``--dry_run`` it prints what would run, runs nothing and returns None.
+    ``--wait_until_finish`` it waits and then summarises the job and writes its manifest as a local
+    run does. With ``--dry_run`` it prints what would run, runs nothing and returns None.
     """
     options = parse_pipeline_options(list(argv) if argv is not None else sys.argv[1:])
     dry_run = dry_run_requested(options)
@@ -99,6 +100,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     result = pipeline.run()
     if is_dataflow(plan.pipeline_options):
         print(submitted_message(result, plan.pipeline_options), flush=True)
+    if not plan.waits:
         return None
     result.wait_until_finish()
     output = plan.output

@@ -189,7 +189,8 @@ def test_ids_follow_json_lines():
     config = InputConfig()
     assert _records(b"text,id\nthe dog,7\n", config) == [Document("7", "the dog", "f.csv:2")]
     assert _records(b"text\nthe dog\n", config) == [Document("f.csv:2", "the dog", "f.csv:2")]
-    assert _records(b"text,id\nthe dog,\n", config) == [Document("", "the dog", "f.csv:2")]
+    (blank,) = _records(b"text,id\nthe dog, \n", config)  # a blank id names no document
+    assert isinstance(blank, Rejected) and blank.source == "f.csv:2" and blank.reason == "field 'id' is blank"
 
 
 def _read_path(path, config: InputConfig) -> list[Document | Rejected]:

@@ -74,9 +74,13 @@ def _lock() -> dict[str, str]:
 
 # --- Flex Template metadata ------------------------------------------------------------------------
 
+# A template launch must exit once the job exists: the flag that waits for it is refused there.
+NOT_TEMPLATE_PARAMETERS = {"wait_until_finish"}
+
+
 def test_metadata_declares_exactly_the_cli_flags():
     parameters, flags = _metadata(), _flags()
-    assert set(parameters) == set(flags)
+    assert set(parameters) == set(flags) - NOT_TEMPLATE_PARAMETERS
     for name, parameter in parameters.items():
         assert parameter["label"] and parameter["helpText"] and parameter["regexes"], name
         assert parameter["isOptional"] is (name not in ("input", "output")), name
@@ -109,6 +113,8 @@ def test_metadata_regexes_accept_defaults_choices_and_the_readme_values():
     readme = _readme_template_values()
     assert {"input", "output", "gpu_type", "outputs"} <= set(readme)
     for name, action in flags.items():
+        if name in NOT_TEMPLATE_PARAMETERS:
+            continue
         values = _accepted_values(name, action) | readme.get(name, set())
         for value in values:
             for regex in parameters[name]["regexes"]:
@@ -227,6 +233,24 @@ def test_a_dataflow_job_is_checked_before_submission(drop, extra, message):
     argv = [arg for arg in DATAFLOW if arg != drop] + list(extra)
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         _resolved(argv)
+
+
+def test_waiting_for_a_dataflow_job_is_planned_and_refused_where_it_cannot_be(tf1_module, monkeypatch):
+    # The input listing and the output probe would read gs://; everything else is planned as for real.
+    monkeypatch.setattr(plan_module, "_match_input_files", lambda pattern, config: ["gs://b/1"])
+    monkeypatch.setattr(plan_module, "_check_writable", lambda prefix: None)
+    options = [*DATAFLOW, f"--model={tf1_module}", "--dry_run=true"]
+    assert prepare_run(parse_pipeline_options(options)).waits is False
+    assert prepare_run(parse_pipeline_options([*options, "--wait_until_finish"])).waits is True
+    with pytest.raises(ConfigurationError, match="cannot be used in a Flex Template launch"):
+        _resolved([*DATAFLOW, "--wait_until_finish", "--template_location=gs://my-bucket/launch/job.json"])
+    with pytest.raises(ConfigurationError, match="--wait_until_finish is for the DataflowRunner"):
+        _resolved(["--input=x", "--output=y", "--wait_until_finish"])
+
+
+def test_a_dataflow_job_skips_only_documents_of_outputs_on_cloud_storage():
+    with pytest.raises(ConfigurationError, match="--skip_embedded_in must be on Cloud Storage .*'out/emb-1'"):
+        _resolved([*DATAFLOW, "--skip_embedded_in=gs://my-bucket/out/emb-0, out/emb-1"])
 
 
 def test_gpu_type_needs_dataflow_or_right_fitting():

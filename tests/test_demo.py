@@ -19,9 +19,9 @@ def test_demo_embeds_the_corpus_and_neighbours_share_a_source(tmp_path, capsys):
     assert "read 300, embedded 300" in out and "rejected 0" in out
     rate = int(re.search(r"(\d+)% of the 300 documents have a nearest neighbour", out).group(1))
     assert rate >= 80
-    whitened = r"With the corpus-fitted whitening \(--whitening_dims 128, mean output\): \d+% "
+    whitened = r"With the corpus-fitted whitening \(--whitening_dims 32, mean output\): \d+% "
     assert re.search(whitened, out), "the demo reports the topic agreement of the whitened vectors"
-    assert "nearest whitened document:" in out
+    assert "nearest whitened document:" in out and "Other --whitening_dims on the same vectors" in out
     assert (tmp_path / "demo" / "embedding_map.png").stat().st_size > 10_000
     for query in demo.QUERIES:
         assert f"query: {query}" in out

@@ -279,6 +279,35 @@ def test_another_model_or_other_record_options_are_refused(earlier_copy, tmp_pat
     assert check_earlier_output(earlier_copy, _options(new, "--outputs=sequence,pooled"), FINGERPRINT)
 
 
+def test_options_are_compared_as_resolved_and_the_text_column_counts(earlier_copy, tmp_path):
+    new = str(tmp_path / "new")
+    with pytest.raises(ConfigurationError, match="--text_field 'text' \\(this run: 'body'\\)"):
+        check_earlier_output(earlier_copy, _options(new, "--text_field=body"))
+    # Unset in one run and the model's own value in the other: the fingerprint says they are the same.
+    assert check_earlier_output(earlier_copy, {**_options(new), "do_lower_case": True}, FINGERPRINT)
+
+
+def test_an_earlier_output_with_its_own_whitening_is_refused(earlier_copy, tmp_path):
+    manifest = read_manifest(earlier_copy)
+    manifest["options"]["whitening_dims"] = 8
+    write_manifest(earlier_copy, manifest)
+    with pytest.raises(ConfigurationError, match="whitening fitted on its own records only"):
+        check_earlier_output(earlier_copy, _options(str(tmp_path / "new")))
+
+
+def test_whitening_an_incremental_run_is_refused_before_the_model_loads(earlier_copy, tmp_path, monkeypatch):
+    from pipeline import plan
+
+    monkeypatch.setattr(plan, "_inspect_model", lambda *args: pytest.fail("the model was loaded"))
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"id": "a", "text": "the dog"}])
+    argv = [f"--input={docs}", f"--output={tmp_path}/new/emb", "--outputs=mean"]
+    with pytest.raises(ConfigurationError, match="with --skip_embedded_in it would see only the new"):
+        plan.prepare_run(BertBeamOptions([*argv, "--whitening_dims=4", f"--skip_embedded_in={earlier_copy}"]))
+    os.remove(earlier_copy + MANIFEST_SUFFIX)
+    with pytest.raises(ConfigurationError, match="has no manifest"):  # listed before the model loads
+        plan.prepare_run(BertBeamOptions([*argv, f"--skip_embedded_in={earlier_copy}"]))
+
+
 def test_this_runs_own_output_is_refused(earlier_copy):
     with pytest.raises(ConfigurationError, match="is this run's --output"):
         check_earlier_output(earlier_copy, _options(earlier_copy))

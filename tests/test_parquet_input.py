@@ -102,6 +102,16 @@ def test_a_corrupt_row_group_is_one_rejection_and_the_others_are_read(tmp_path):
     assert rest.reason.startswith("row group 2 unreadable after row 20: OSError: ")
 
 
+def test_a_footer_whose_column_name_is_not_utf8_is_one_rejection_and_passed_over_by_the_launcher(tmp_path):
+    path = tmp_path / "docs.parquet"
+    _write(path, {"text": ["the dog", "a cat"], "qqqq": [1, 2]})
+    path.write_bytes(path.read_bytes().replace(b"qqqq", b"\xff\xfe\xff\xfe"))  # the footer's column name
+    (rejected,) = list(split_row_groups(str(path), InputConfig()))
+    assert isinstance(rejected, Rejected) and rejected.source == f"{path}:row 1"
+    assert "UnicodeDecodeError" in rejected.reason
+    assert input_columns_error([str(path)], InputConfig()) is None  # the run dead-letters it
+
+
 def _rows_without_group(path: str, skipped: int) -> list[dict]:
     parquet = pq.ParquetFile(path)
     groups = [index for index in range(parquet.num_row_groups) if index != skipped]

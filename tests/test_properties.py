@@ -34,7 +34,9 @@ def test_any_bytes_become_a_document_or_a_reason(raw, as_json):
 def test_any_json_record_becomes_a_document_or_a_reason(text, text_b, doc_id):
     raw = json.dumps({"id": doc_id, "text": text, "b": text_b}).encode("utf-8")
     result = parse_record(raw, "f:1", "f", InputConfig(input_format="jsonl", text_b_field="b"))
-    if text.strip() or (text_b or "").strip():  # an empty text beside a text_b makes a pair, as in BERT
+    if not doc_id.strip():  # a blank id names no document
+        assert isinstance(result, Rejected)
+    elif text.strip() or (text_b or "").strip():  # an empty text beside a text_b makes a pair, as in BERT
         assert result == Document(id=doc_id, text=text, source="f:1", text_b=text_b or None)
     else:
         assert isinstance(result, Rejected)

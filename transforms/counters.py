@@ -1,9 +1,10 @@
+"""Names of the Beam counters every stage reports, and their namespace."""
 
 __all__ = ["BATCHES", "BATCH_LATENCY_MS", "DOCUMENTS_EMBEDDED", "DOCUMENTS_READ", "DOCUMENTS_REJECTED",
            "DOCUMENTS_SKIPPED", "DOCUMENTS_TRUNCATED", "DOCUMENTS_WINDOWED", "FILES_READ", "MODEL_LOAD_MS",
            "NAMESPACE", "PADDED_TOKENS", "REAL_TOKENS", "RECORDS_WHITENED", "RECORDS_WRITTEN",
            "SUMMARY_COUNTERS", "WINDOWS", "WINDOWS_REJECTED"]
-"""Names of the Beam counters every stage reports, and their namespace."""
+
 
 NAMESPACE = "bert_beam"
 
