@@ -37,10 +37,10 @@ from collections.abc import Callable
 import numpy as np
 from results import Report
 
-from pipeline.encoding import ExampleEncoder
-from pipeline.parquet_encoding import ArrowEncoder, arrow_schema, writer_options
-from pipeline.parquet_sink import ParquetShardWriter
-from pipeline.shard_sink import SummingFile
+from pipeline.outputs.encoding import ExampleEncoder
+from pipeline.outputs.parquet_encoding import ArrowEncoder, arrow_schema, writer_options
+from pipeline.outputs.parquet_sink import ParquetShardWriter
+from pipeline.outputs.shard_sink import SummingFile
 from transforms.records import Embedding, Features
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))

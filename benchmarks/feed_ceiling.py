@@ -62,11 +62,11 @@ from results import Report, save_json
 from truncation import minilm_vocab, real_prose
 
 from pipeline.conversion import export
-from pipeline.encoding import ExampleEncoder
+from pipeline.inputs.sources import InputConfig, parse_record
+from pipeline.outputs.encoding import ExampleEncoder
+from pipeline.outputs.shard_sink import SummingFile, write_record
+from pipeline.outputs.sinks import default_dead_letter_prefix
 from pipeline.run import run
-from pipeline.shard_sink import SummingFile, write_record
-from pipeline.sinks import default_dead_letter_prefix
-from pipeline.sources import InputConfig, parse_record
 from transforms import counters
 from transforms.batching import BatchingConfig
 from transforms.features import FeatureConfig, document_features, pad_batch

@@ -30,13 +30,13 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 from results import Report
 
-from pipeline.encoding import ExampleEncoder
-from pipeline.example_keys import example_key
 from pipeline.incremental import SkipEmbedded, check_earlier_outputs
+from pipeline.inputs.sources import InputConfig, ReadDocuments
 from pipeline.manifest import build_manifest, delete_files, stale_shard_summaries, write_manifest
 from pipeline.options import BertBeamOptions
-from pipeline.sinks import WriteEmbeddings
-from pipeline.sources import InputConfig, ReadDocuments
+from pipeline.outputs.encoding import ExampleEncoder
+from pipeline.outputs.example_keys import example_key
+from pipeline.outputs.sinks import WriteEmbeddings
 from pipeline.summary import summarize
 from transforms import counters
 from transforms.records import Embedding, Features

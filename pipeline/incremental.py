@@ -34,10 +34,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import schema
-from pipeline.example_keys import example_key
 from pipeline.manifest import MANIFEST_SUFFIX, read_manifest, shard_patterns
 from pipeline.options import ConfigurationError
-from pipeline.sinks import DEAD_LETTER_SUFFIX, default_dead_letter_prefix
+from pipeline.outputs.example_keys import example_key
+from pipeline.outputs.sinks import DEAD_LETTER_SUFFIX, default_dead_letter_prefix
 from transforms import counters
 from transforms.records import STAGE_INFERENCE, Document
 

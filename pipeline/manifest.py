@@ -25,7 +25,7 @@ from importlib import metadata
 import google_crc32c
 
 from pipeline import schema
-from pipeline.shard_sink import SUMMARIES_SUFFIX
+from pipeline.outputs.shard_sink import SUMMARIES_SUFFIX
 
 __all__ = ["MANIFEST_SUFFIX", "MANIFEST_VERSION", "ShardSummary", "build_manifest", "delete_files",
            "list_shards", "model_fingerprint", "read_manifest", "shard_patterns", "shard_summaries",

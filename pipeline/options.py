@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from pipeline.csv_input import parse_delimiter
+from pipeline.inputs.csv_input import parse_delimiter
+from pipeline.inputs.sources import COMPRESSIONS, INPUT_FORMATS, InputConfig
+from pipeline.outputs.sinks import OUTPUT_COMPRESSIONS
 from pipeline.schema import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS, SEQUENCE_DTYPES
-from pipeline.sinks import OUTPUT_COMPRESSIONS
-from pipeline.sources import COMPRESSIONS, INPUT_FORMATS, InputConfig
 from pipeline.whitening_math import DEFAULT_WHITENING_DIMS, DEFAULT_WHITENING_SOURCE, WHITENING_SOURCES
 from transforms.batching import BatchingConfig
 from transforms.features import LONG_DOCUMENT_MODES, FeatureConfig

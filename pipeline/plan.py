@@ -24,10 +24,10 @@ from apache_beam.runners.runner import create_runner
 from pipeline import schema
 from pipeline.dataflow import check_dataflow_job, dataflow_job_options, is_dataflow
 from pipeline.incremental import EarlierOutput, check_earlier_outputs, parse_prefixes
+from pipeline.inputs.sources import InputConfig, binary_inputs_error, input_columns_error
 from pipeline.manifest import model_fingerprint
 from pipeline.options import BertBeamOptions, ConfigurationError
-from pipeline.sinks import default_dead_letter_prefix
-from pipeline.sources import InputConfig, binary_inputs_error, input_columns_error
+from pipeline.outputs.sinks import default_dead_letter_prefix
 from pipeline.whitening_math import DEFAULT_WHITENING_DIMS, DEFAULT_WHITENING_SOURCE, whitening_error
 from pipeline.workers import WorkerPlan, plan_workers
 from transforms.batching import BatchingConfig

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline import schema
-from pipeline.encoding import sequence_numpy_dtype
+from pipeline.outputs.encoding import sequence_numpy_dtype
 
 __all__ = ["EmbeddingRecord", "OutputLayout", "feature_spec", "load_layout", "load_whitening", "make_dataset",
            "output_format", "read_embeddings", "shard_files"]

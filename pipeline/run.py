@@ -18,6 +18,7 @@ import apache_beam as beam
 from pipeline.dataflow import is_dataflow, submitted_message
 from pipeline.dry_run import describe_dry_run, dry_run_requested
 from pipeline.incremental import SkipEmbedded
+from pipeline.inputs.sources import ReadDocuments
 from pipeline.manifest import (
     build_manifest,
     delete_files,
@@ -27,9 +28,8 @@ from pipeline.manifest import (
     write_manifest,
 )
 from pipeline.options import BertBeamOptions, ConfigurationError, parse_pipeline_options
+from pipeline.outputs.sinks import WriteDeadLetters, WriteEmbeddings
 from pipeline.plan import RunPlan, prepare_run
-from pipeline.sinks import WriteDeadLetters, WriteEmbeddings
-from pipeline.sources import ReadDocuments
 from pipeline.summary import RunSummary, summarize
 from pipeline.whitening import WhitenEmbeddings, fit_failure, whitening_manifest
 from transforms.embed import EmbedDocuments

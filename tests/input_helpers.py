@@ -8,7 +8,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.sources import InputConfig, ReadDocuments
+from pipeline.inputs.sources import InputConfig, ReadDocuments
 from transforms import counters
 from transforms.records import EXCERPT_CHARS, STAGE_READ, Document, Rejected
 

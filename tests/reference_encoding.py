@@ -1,6 +1,6 @@
 """The reference output encoder: tfx-bsl's C++ Arrow → tf.Example encoder.
 
-bert-beam writes tf.Examples itself (``pipeline.encoding``); this builds the same records
+bert-beam writes tf.Examples itself (``pipeline.outputs.encoding``); this builds the same records
 the independent way, as one Arrow RecordBatch serialized by tfx-bsl's
 ``RecordBatchToExamplesEncoder``, for tests and ``benchmarks/encode_outputs.py``.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schema
-from pipeline.encoding import sequence_numpy_dtype
+from pipeline.outputs.encoding import sequence_numpy_dtype
 from transforms.records import Embedding
 
 

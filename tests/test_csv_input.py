@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from input_helpers import read_in_pipeline
 
-from pipeline import csv_input
-from pipeline.csv_input import (
+from pipeline.inputs import csv_input
+from pipeline.inputs.csv_input import (
     RawRecord,
     csv_records,
     delimiter_for,
@@ -28,7 +28,13 @@ from pipeline.csv_input import (
     parse_fields,
     split_records,
 )
-from pipeline.sources import COLUMN_CHECK_TRIES, InputConfig, _ReadRecords, _SplitFiles, input_columns_error
+from pipeline.inputs.sources import (
+    COLUMN_CHECK_TRIES,
+    InputConfig,
+    _ReadRecords,
+    _SplitFiles,
+    input_columns_error,
+)
 from transforms import counters
 from transforms.records import Document, Rejected
 

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_encoding import encode_with_tfx_bsl
 
-from pipeline import example_wire as wire
 from pipeline import schema
-from pipeline.encoding import ExampleEncoder
-from pipeline.parquet_encoding import ArrowEncoder
+from pipeline.outputs import example_wire as wire
+from pipeline.outputs.encoding import ExampleEncoder
+from pipeline.outputs.parquet_encoding import ArrowEncoder
 from pipeline.reader import EmbeddingRecord, feature_spec
 from transforms.records import Embedding, Features
 

@@ -21,9 +21,6 @@ from helpers import dead_letters, run_pipeline, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import example_wire as wire
-from pipeline.encoding import ExampleEncoder
-from pipeline.example_keys import example_key
 from pipeline.incremental import (
     EarlierOutput,
     SkipEmbedded,
@@ -42,9 +39,17 @@ from pipeline.manifest import (
     write_manifest,
 )
 from pipeline.options import BertBeamOptions, ConfigurationError
+from pipeline.outputs import example_wire as wire
+from pipeline.outputs.encoding import ExampleEncoder
+from pipeline.outputs.example_keys import example_key
+from pipeline.outputs.sinks import (
+    WriteDeadLetters,
+    WriteEmbeddings,
+    default_dead_letter_prefix,
+    rejected_to_json,
+)
 from pipeline.reader import read_embeddings
 from pipeline.schema import PARQUET, TFRECORD
-from pipeline.sinks import WriteDeadLetters, WriteEmbeddings, default_dead_letter_prefix, rejected_to_json
 from pipeline.summary import summarize
 from transforms import counters
 from transforms.records import STAGE_INFERENCE, STAGE_READ, Document, Embedding, Features, Rejected

@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from input_helpers import read_in_pipeline
 
-from pipeline import parquet_input, sources
-from pipeline.parquet_input import RowGroup, read_row_group, split_row_groups
-from pipeline.sources import COLUMN_CHECK_TRIES, InputConfig, binary_inputs_error, input_columns_error
+from pipeline.inputs import parquet_input, sources
+from pipeline.inputs.parquet_input import RowGroup, read_row_group, split_row_groups
+from pipeline.inputs.sources import COLUMN_CHECK_TRIES, InputConfig, binary_inputs_error, input_columns_error
 from transforms import counters
 from transforms.records import Document, Rejected
 

@@ -21,12 +21,18 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from pipeline import manifest, schema
-from pipeline.encoding import sequence_numpy_dtype
-from pipeline.parquet_encoding import LAYOUT_KEY, ArrowEncoder, arrow_schema, read_layout, writer_options
-from pipeline.parquet_sink import ParquetShardSink
+from pipeline.outputs.encoding import sequence_numpy_dtype
+from pipeline.outputs.parquet_encoding import (
+    LAYOUT_KEY,
+    ArrowEncoder,
+    arrow_schema,
+    read_layout,
+    writer_options,
+)
+from pipeline.outputs.parquet_sink import ParquetShardSink
+from pipeline.outputs.shard_sink import SUMMARIES_SUFFIX
+from pipeline.outputs.sinks import WriteEmbeddings
 from pipeline.reader import load_layout, make_dataset, output_format, read_embeddings
-from pipeline.shard_sink import SUMMARIES_SUFFIX
-from pipeline.sinks import WriteEmbeddings
 from transforms import counters
 from transforms.records import Embedding, Features
 

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.sources import InputConfig, parse_record
+from pipeline.inputs.sources import InputConfig, parse_record
 from transforms.features import FeatureConfig, document_features, pad_batch
 from transforms.records import Document, Rejected
 from transforms.tokenization import FullTokenizer

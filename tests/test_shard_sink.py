@@ -18,7 +18,13 @@ import tensorflow as tf
 from apache_beam.io.filesystem import CompressionTypes
 
 from pipeline import manifest
-from pipeline.shard_sink import SUMMARIES_SUFFIX, SummingFile, TFRecordShardSink, masked_crc32c, write_record
+from pipeline.outputs.shard_sink import (
+    SUMMARIES_SUFFIX,
+    SummingFile,
+    TFRecordShardSink,
+    masked_crc32c,
+    write_record,
+)
 
 RECORDS = [os.urandom(size) for size in (0, 1, 127, 128, 5000, 70_000)] * 5
 

@@ -22,9 +22,8 @@ from helpers import dead_letters, run_pipeline, write_jsonl
 from input_helpers import read_in_pipeline
 from reference_bert import original_convert_single_example, original_full_tokenizer
 
-from pipeline import sources
-from pipeline.reader import read_embeddings
-from pipeline.sources import (
+from pipeline.inputs import sources
+from pipeline.inputs.sources import (
     SNIFF_BYTES,
     InputConfig,
     _bounded_lines,
@@ -38,6 +37,7 @@ from pipeline.sources import (
     sniff_binary_format,
     sniff_file,
 )
+from pipeline.reader import read_embeddings
 from transforms import counters
 from transforms.records import STAGE_READ, Document, Rejected
 

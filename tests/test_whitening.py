@@ -17,9 +17,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from helpers import dead_letters
 
 from pipeline import schema
-from pipeline.encoding import ExampleEncoder
+from pipeline.outputs.encoding import ExampleEncoder
+from pipeline.outputs.sinks import WriteDeadLetters
 from pipeline.reader import feature_spec, load_layout, load_whitening, read_embeddings
-from pipeline.sinks import WriteDeadLetters
 from pipeline.whitening import (
     WhitenEmbeddings,
     fit_failure,

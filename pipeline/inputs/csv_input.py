@@ -17,14 +17,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.record_fields import column_problem, document_from_fields
+from pipeline.inputs.record_fields import column_problem, document_from_fields
 from transforms.records import EXCERPT_CHARS, STAGE_READ, Document, Rejected, excerpt
 
 __all__ = ["DEFAULT_DELIMITER", "TSV_DELIMITER", "TSV_EXTENSION", "RawRecord", "csv_records", "delimiter_for",
            "parse_delimiter", "parse_fields", "split_records"]
 
 if TYPE_CHECKING:
-    from pipeline.sources import InputConfig
+    from pipeline.inputs.sources import InputConfig
 
 DEFAULT_DELIMITER = ","
 TSV_DELIMITER = "\t"

@@ -21,13 +21,13 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from google.api_core.exceptions import GoogleAPIError
 
-from pipeline.record_fields import column_problem, document_from_fields
+from pipeline.inputs.record_fields import column_problem, document_from_fields
 from transforms.records import EXCERPT_CHARS, STAGE_READ, Document, Rejected, excerpt
 
 __all__ = ["PARQUET_ERRORS", "RowGroup", "parquet_columns", "read_row_group", "split_row_groups"]
 
 if TYPE_CHECKING:
-    from pipeline.sources import InputConfig
+    from pipeline.inputs.sources import InputConfig
 
 _BATCH_ROWS = 1024
 # What reading a Parquet file raises when the file or its storage is at fault: ArrowInvalid (not

@@ -30,16 +30,16 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from google.api_core.exceptions import GoogleAPIError
 
-from pipeline.binary_formats import SNIFF_BYTES, BinaryFormat, sniff_binary_format
-from pipeline.csv_input import RawRecord, csv_records, delimiter_for, parse_fields, split_records
-from pipeline.parquet_input import (
+from pipeline.inputs.binary_formats import SNIFF_BYTES, BinaryFormat, sniff_binary_format
+from pipeline.inputs.csv_input import RawRecord, csv_records, delimiter_for, parse_fields, split_records
+from pipeline.inputs.parquet_input import (
     PARQUET_ERRORS,
     RowGroup,
     parquet_columns,
     read_row_group,
     split_row_groups,
 )
-from pipeline.record_fields import column_problem, document_from_fields
+from pipeline.inputs.record_fields import column_problem, document_from_fields
 from transforms import counters
 from transforms.records import EXCERPT_CHARS, REJECTED_TAG, STAGE_READ, Document, Rejected, excerpt
 

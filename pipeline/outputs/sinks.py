@@ -19,11 +19,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 
 from pipeline import schema
-from pipeline.encoding import ExampleEncoder
-from pipeline.example_wire import SerializedParts
-from pipeline.parquet_encoding import ArrowEncoder, arrow_schema, writer_options
-from pipeline.parquet_sink import ParquetShardSink
-from pipeline.shard_sink import TFRecordShardSink
+from pipeline.outputs.encoding import ExampleEncoder
+from pipeline.outputs.example_wire import SerializedParts
+from pipeline.outputs.parquet_encoding import ArrowEncoder, arrow_schema, writer_options
+from pipeline.outputs.parquet_sink import ParquetShardSink
+from pipeline.outputs.shard_sink import TFRecordShardSink
 from transforms import counters
 from transforms.records import EXCERPT_CHARS, Embedding, Rejected, excerpt
 

@@ -15,7 +15,7 @@ from transforms.records import Document
 __all__ = ["column_problem", "document_from_fields"]
 
 if TYPE_CHECKING:
-    from pipeline.sources import InputConfig
+    from pipeline.inputs.sources import InputConfig
 
 _COLUMNS_SHOWN = 10
 

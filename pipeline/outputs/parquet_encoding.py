@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schema
-from pipeline.encoding import feature_value, sequence_numpy_dtype
+from pipeline.outputs.encoding import feature_value, sequence_numpy_dtype
 from transforms.records import Embedding
 
 __all__ = ["LAYOUT_KEY", "ArrowEncoder", "arrow_schema", "layout", "read_layout", "writer_options"]

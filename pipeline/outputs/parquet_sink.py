@@ -17,7 +17,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.shard_sink import ShardHandle, SummarizedShardSink
+from pipeline.outputs.shard_sink import ShardHandle, SummarizedShardSink
 
 __all__ = ["ROW_GROUP_BYTES", "ParquetShardSink", "ParquetShardWriter"]
 

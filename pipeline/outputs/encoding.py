@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline import example_wire as wire
 from pipeline import schema
+from pipeline.outputs import example_wire as wire
 from transforms.records import Embedding
 
 __all__ = ["ExampleEncoder", "feature_value", "sequence_numpy_dtype"]
@@ -68,7 +68,7 @@ class _Field(NamedTuple):
 
 class ExampleEncoder:
     """Serializes batches of embeddings as tf.Example bytes, in protobuf wire format written
-    straight from the numpy outputs (``pipeline.example_wire``)."""
+    straight from the numpy outputs (``pipeline.outputs.example_wire``)."""
 
     def __init__(self, outputs: Sequence[str], sequence_dtype: str = schema.FLOAT32,
                  whitening_dims: int = 0) -> None:
