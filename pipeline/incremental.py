@@ -39,17 +39,20 @@ from pipeline.options import ConfigurationError
 from pipeline.outputs.example_keys import example_key
 from pipeline.outputs.sinks import DEAD_LETTER_SUFFIX, default_dead_letter_prefix
 from transforms import counters
+from transforms.features import WINDOW
 from transforms.records import STAGE_INFERENCE, Document
 
-__all__ = ["SAME_EMBEDDING_OPTIONS", "EarlierOutput", "SkipEmbedded", "SkipEmbeddedResult",
-           "check_earlier_output", "check_earlier_outputs", "dead_letters_name_documents", "embedded_earlier",
-           "failed_document_id", "needs_dead_letters", "option_differences", "parse_prefixes",
-           "shard_differences"]
+__all__ = ["RESOLVED_OPTIONS", "SAME_EMBEDDING_OPTIONS", "EarlierOutput", "SkipEmbedded",
+           "SkipEmbeddedResult", "check_earlier_output", "check_earlier_outputs",
+           "dead_letters_name_documents", "embedded_earlier", "failed_document_id", "needs_dead_letters",
+           "option_differences", "parse_prefixes", "shard_differences"]
 
 # Options that shape the records: an earlier output made with other values would not match this run's.
 SAME_EMBEDDING_OPTIONS = ("max_seq_length", "long_document", "doc_stride", "text_field", "text_b_field",
                           "id_field", "do_lower_case", "vocab_file", "signature", "signature_tensors",
                           "outputs", "sequence_dtype")
+# The record-shaping options whose defaults the plan resolves (the model's casing, half a window).
+RESOLVED_OPTIONS = ("do_lower_case", "doc_stride")
 _SKIPPED_TAG = "skipped"
 
 
@@ -97,19 +100,36 @@ def shard_differences(listed: Mapping[str, int | None], present: Mapping[str, in
     return problems
 
 
-def option_differences(earlier: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
-    """The record-shaping options whose values differ between an earlier run and this one (each
-    compared where both record a value: None is the model's own, which the fingerprint compares;
-    ``outputs`` as a set)."""
+def option_differences(
+    earlier: Mapping[str, object], current: Mapping[str, object],
+    earlier_resolved: Mapping[str, object] | None = None,
+    current_resolved: Mapping[str, object] | None = None,
+) -> list[str]:
+    """The record-shaping options whose values differ between an earlier run and this one, each
+    compared where both record it; ``outputs`` as a set.
+
+    The options the plan resolves (``RESOLVED_OPTIONS``) are compared as resolved where both runs
+    recorded their resolved values, so unset and the model's own casing agree. Without this run's
+    (``current_resolved`` None, before the model is loaded) they wait for that comparison; against a
+    manifest written before resolved values were recorded, they are compared as given.
+    """
+    earlier_resolved = earlier_resolved or {}
+    windowed = earlier.get("long_document") == current.get("long_document") == WINDOW
     differences = []
     for name in SAME_EMBEDDING_OPTIONS:
-        if earlier.get(name) is None or current.get(name) is None:
+        given = (earlier, current)
+        if name in RESOLVED_OPTIONS:
+            if current_resolved is None or (name == "doc_stride" and not windowed):
+                continue
+            if name in earlier_resolved and name in current_resolved:
+                given = (earlier_resolved, current_resolved)
+        if name not in given[0] or name not in given[1]:
             continue
-        before, now = earlier[name], current[name]
+        before, now = given[0][name], given[1][name]
         if name == "outputs" and isinstance(before, str) and isinstance(now, str):
             before, now = set(schema.parse_outputs(before)), set(schema.parse_outputs(now))
         if before != now:
-            differences.append(f"--{name} {earlier[name]!r} (this run: {current[name]!r})")
+            differences.append(f"--{name} {given[0][name]!r} (this run: {given[1][name]!r})")
     return differences
 
 
@@ -126,15 +146,17 @@ def _dead_letter_prefix(run_options: Mapping[str, object], output_prefix: str) -
 
 def check_earlier_output(
     prefix: str, run_options: Mapping[str, object], model_fingerprint: str | None = None,
+    resolved: Mapping[str, object] | None = None,
 ) -> EarlierOutput:
     """Checks one ``--skip_embedded_in`` prefix without reading its shards; says what the job reads.
 
-    ``run_options`` are this run's bert-beam options as the manifest records them, with the values
-    the plan resolved (``do_lower_case``, ``doc_stride``). Raises ConfigurationError, one sentence,
+    ``run_options`` are this run's bert-beam options as the manifest records them, ``resolved`` the
+    values the plan derived (``RunPlan.resolved_flags``). Raises ConfigurationError, one sentence,
     where the output is this run's own, did not complete, has other shards than its manifest lists,
     holds a whitening fitted on its own records, was embedded by another model or with other
     record-shaping options, or its documents' windows cannot be proven complete. Without
-    ``model_fingerprint`` (before the model is loaded) the model is not compared.
+    ``model_fingerprint`` and ``resolved`` (before the model is loaded) the model and the resolved
+    options are not compared.
     """
     flag = f"--skip_embedded_in {prefix!r}"
     if prefix == run_options.get("output"):
@@ -171,7 +193,8 @@ def check_earlier_output(
             f"{flag} was embedded by another model ({model.get('handle')!r}, fingerprint "
             f"{model['fingerprint'][:12]}, this run's {model_fingerprint[:12]}): its records would not "
             "match this run's.")
-    differences = option_differences(manifest.get("options", {}), run_options)
+    differences = option_differences(manifest.get("options", {}), run_options, manifest.get("resolved"),
+                                      resolved)
     if differences:
         raise ConfigurationError(
             f"{flag} was embedded with {', '.join(differences)}: its records would not match this "
@@ -211,9 +234,11 @@ def _dead_letter_pattern(
 
 def check_earlier_outputs(
     prefixes: Sequence[str], run_options: Mapping[str, object], model_fingerprint: str | None = None,
+    resolved: Mapping[str, object] | None = None,
 ) -> tuple[EarlierOutput, ...]:
     """``check_earlier_output`` for every prefix, in order."""
-    return tuple(check_earlier_output(prefix, run_options, model_fingerprint) for prefix in prefixes)
+    return tuple(check_earlier_output(prefix, run_options, model_fingerprint, resolved)
+                 for prefix in prefixes)
 
 
 def failed_document_id(line: str) -> str | None:

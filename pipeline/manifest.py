@@ -161,8 +161,10 @@ def build_manifest(
     counters: Mapping[str, int],
     model: Mapping[str, str],
     options: Mapping[str, object],
+    resolved: Mapping[str, object] | None = None,
 ) -> dict:
-    """The manifest of a finished run."""
+    """The manifest of a finished run; ``options`` as the user gave them, ``resolved`` the values the
+    plan derived for those left to their defaults (``RunPlan.resolved_flags``)."""
     shards = shard_summaries(prefix)
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -174,6 +176,7 @@ def build_manifest(
         "model": dict(model),
         "versions": _versions(),
         "options": {k: v for k, v in options.items() if _is_plain(v)},
+        "resolved": {k: v for k, v in (resolved or {}).items() if _is_plain(v)},
     }
 
 

@@ -13,6 +13,7 @@ import logging
 import posixpath
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,6 +151,18 @@ def _record_shaping_defaults(embedding: EmbeddingPlan) -> dict[str, object]:
     if embedding.features.long_document == WINDOW:
         resolved["doc_stride"] = embedding.features.stride
     return resolved
+
+
+def _check_earlier_dead_letters_reachable(earlier: Sequence[EarlierOutput], options: PipelineOptions) -> None:
+    """A Dataflow job's workers read an earlier run's dead letters only from Cloud Storage."""
+    if not is_dataflow(options):
+        return
+    for output in earlier:
+        if output.dead_letter_pattern and not output.dead_letter_pattern.startswith("gs://"):
+            raise ConfigurationError(
+                f"--skip_embedded_in {output.prefix!r} needs its dead letters {output.dead_letter_pattern}, "
+                "which a Dataflow job's workers cannot reach: run this job locally, or drop the prefix "
+                "to embed its documents again.")
 
 
 def _match_input_files(pattern: str, config: InputConfig) -> list[str]:
@@ -341,8 +354,10 @@ def prepare_run(options: PipelineOptions) -> RunPlan:
         hidden_size=model_facts.hidden_size,
     )
     if earlier:  # the model, and the options as this run resolves them
-        resolved = {**bert.get_all_options(current_only=True), **_record_shaping_defaults(embedding)}
-        earlier = check_earlier_outputs(earlier, resolved, model_fingerprint(model_facts.path))
+        earlier = check_earlier_outputs(earlier, bert.get_all_options(current_only=True),
+                                        model_fingerprint(model_facts.path),
+                                        _record_shaping_defaults(embedding))
+        _check_earlier_dead_letters_reachable(earlier, pipeline_options)
     return RunPlan(
         input=InputPlan(pattern=bert.input, config=input_config, files=input_files, skip_embedded_in=earlier),
         embedding=embedding,

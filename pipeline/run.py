@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 
 import apache_beam as beam
+from apache_beam.runners.runner import PipelineState
 
 from pipeline.dataflow import is_dataflow, submitted_message
 from pipeline.dry_run import describe_dry_run, dry_run_requested
@@ -35,6 +36,10 @@ from pipeline.whitening import WhitenEmbeddings, fit_failure, whitening_manifest
 from transforms.embed import EmbedDocuments
 
 __all__ = ["build_pipeline", "main", "run"]
+
+
+class JobNotDoneError(RuntimeError):
+    """A job the launcher waited for ended without completing (cancelled, drained)."""
 
 
 def build_pipeline(plan: RunPlan, pipeline: beam.Pipeline) -> beam.Pipeline:
@@ -102,7 +107,10 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         print(submitted_message(result, plan.pipeline_options), flush=True)
     if not plan.waits:
         return None
-    result.wait_until_finish()
+    state = result.wait_until_finish()
+    if state not in (None, PipelineState.DONE):  # a Dataflow job cancelled or drained before its end
+        raise JobNotDoneError(f"the job ended {state}, not DONE: its output may lack documents, so no "
+                              "manifest was written.")
     output = plan.output
     summary = summarize(result, output.prefix, output.dead_letter_prefix, time.monotonic() - started)
     manifest = build_manifest(
@@ -110,7 +118,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         summary.counters,
         {"handle": plan.embedding.model.handle, "path": plan.embedding.model_path,
          "fingerprint": model_fingerprint(plan.embedding.model_path)},
-        {**options.view_as(BertBeamOptions).get_all_options(current_only=True), **plan.resolved_flags()},
+        options.view_as(BertBeamOptions).get_all_options(current_only=True),
+        plan.resolved_flags(),
     )
     if output.whitening_dims:
         manifest["whitening"] = whitening_manifest(output.prefix)
@@ -136,7 +145,8 @@ def _remove_earlier_outputs(plan: RunPlan) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``bert-beam``); exit status 2 on misconfiguration, 1 when the job fails
-    for a reason it states in one sentence (a whitening that cannot be fitted).
+    for a reason it states in one sentence (a whitening that cannot be fitted, a waited-for Dataflow
+    job that did not complete).
 
     ``bert-beam convert ...`` is ``python -m pipeline.conversion ...``.
     """
@@ -152,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"bert-beam: error: {error}", file=sys.stderr)
         return 2
+    except JobNotDoneError as error:
+        print(f"bert-beam: error: {error}", file=sys.stderr)
+        return 1
     except Exception as error:  # the runner re-raises a worker's failure wrapped in its own types
         message = fit_failure(error)
         if message is None:

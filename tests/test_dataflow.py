@@ -248,6 +248,21 @@ def test_waiting_for_a_dataflow_job_is_planned_and_refused_where_it_cannot_be(tf
         _resolved(["--input=x", "--output=y", "--wait_until_finish"])
 
 
+def test_a_waited_for_job_that_ends_cancelled_writes_no_manifest_and_exits_1(
+        tmp_path, tf1_module, monkeypatch, capsys):
+    from apache_beam.runners.runner import PipelineState
+
+    class Cancelled:
+        def wait_until_finish(self):
+            return PipelineState.CANCELLED
+
+    monkeypatch.setattr(beam.Pipeline, "run", lambda self, *args, **kwargs: Cancelled())
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"id": "1", "text": "the dog"}])
+    assert main([f"--input={docs}", f"--output={tmp_path}/out/emb", f"--model={tf1_module}"]) == 1
+    assert "bert-beam: error: the job ended CANCELLED, not DONE" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "emb.manifest.json").exists()
+
+
 def test_a_dataflow_job_skips_only_documents_of_outputs_on_cloud_storage():
     with pytest.raises(ConfigurationError, match="--skip_embedded_in must be on Cloud Storage .*'out/emb-1'"):
         _resolved([*DATAFLOW, "--skip_embedded_in=gs://my-bucket/out/emb-0, out/emb-1"])

@@ -284,12 +284,32 @@ def test_another_model_or_other_record_options_are_refused(earlier_copy, tmp_pat
     assert check_earlier_output(earlier_copy, _options(new, "--outputs=sequence,pooled"), FINGERPRINT)
 
 
-def test_options_are_compared_as_resolved_and_the_text_column_counts(earlier_copy, tmp_path):
+def test_options_are_compared_as_given_and_the_text_columns_count(earlier_copy, tmp_path):
     new = str(tmp_path / "new")
     with pytest.raises(ConfigurationError, match="--text_field 'text' \\(this run: 'body'\\)"):
         check_earlier_output(earlier_copy, _options(new, "--text_field=body"))
-    # Unset in one run and the model's own value in the other: the fingerprint says they are the same.
-    assert check_earlier_output(earlier_copy, {**_options(new), "do_lower_case": True}, FINGERPRINT)
+    with pytest.raises(ConfigurationError, match="--text_b_field None \\(this run: 'title'\\)"):
+        check_earlier_output(earlier_copy, _options(new, "--text_b_field=title"))
+    with pytest.raises(ConfigurationError, match="--vocab_file None"):
+        check_earlier_output(earlier_copy, _options(new, "--vocab_file=gs://b/vocab.txt"))
+
+
+def test_resolved_options_are_compared_as_resolved_where_both_runs_recorded_them(earlier_copy, tmp_path):
+    new = str(tmp_path / "new")
+    explicit = _options(new, "--do_lower_case=true")
+    # The earlier manifest has no resolved values (written before they were recorded): as given.
+    with pytest.raises(ConfigurationError, match="--do_lower_case None \\(this run: True\\)"):
+        check_earlier_output(earlier_copy, explicit, FINGERPRINT, {"do_lower_case": True})
+    manifest = read_manifest(earlier_copy)
+    manifest["resolved"] = {"do_lower_case": True}
+    write_manifest(earlier_copy, manifest)
+    # Unset earlier, the model's own value given now: the same casing.
+    assert check_earlier_output(earlier_copy, explicit, FINGERPRINT, {"do_lower_case": True})
+    with pytest.raises(ConfigurationError, match="--do_lower_case True \\(this run: False\\)"):
+        check_earlier_output(earlier_copy, _options(new, "--do_lower_case=false"), FINGERPRINT,
+                             {"do_lower_case": False})
+    # Before the model loads, nothing is resolved yet: the casing waits for the second check.
+    assert check_earlier_output(earlier_copy, _options(new, "--do_lower_case=false"))
 
 
 def test_an_earlier_output_with_its_own_whitening_is_refused(earlier_copy, tmp_path):
