@@ -11,7 +11,7 @@ import json
 import logging
 import posixpath
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
@@ -53,49 +53,31 @@ def default_dead_letter_prefix(output_prefix: str) -> str:
 
 
 class _EncodeBatches(beam.DoFn):
-    """Batches of Embeddings → what a shard sink writes (``_encode``); counts records and documents."""
+    """Batches of Embeddings → what the format's shard sink writes: serialized tf.Examples as parts
+    (TFRecord), or one Arrow record batch (Parquet); counts records and documents."""
 
-    def __init__(self, outputs: Sequence[str], sequence_dtype: str, whitening_dims: int) -> None:
-        self._outputs = tuple(outputs)
-        self._sequence_dtype = sequence_dtype
-        self._whitening_dims = whitening_dims
+    def __init__(self, output_format: str, outputs: Sequence[str], sequence_dtype: str,
+                 whitening_dims: int) -> None:
+        self._format = output_format
+        self._layout = (tuple(outputs), sequence_dtype, whitening_dims)
         self._records = Metrics.counter(counters.NAMESPACE, counters.RECORDS_WRITTEN)
         self._documents = Metrics.counter(counters.NAMESPACE, counters.DOCUMENTS_EMBEDDED)
+        self._encode: Callable[[Sequence[Embedding]], list] | None = None
 
     def setup(self) -> None:
         self._progress = _Progress()
+        if self._format == schema.PARQUET:
+            arrow = ArrowEncoder(*self._layout)
+            self._encode = lambda batch: [arrow.encode(batch)]
+        else:
+            self._encode = ExampleEncoder(*self._layout).encode_parts
 
-    def _encode(self, batch: Sequence[Embedding]) -> list:
-        raise NotImplementedError
-
-    def process(self, batch: Sequence[Embedding]) -> Iterator:
+    def process(self, batch: Sequence[Embedding]) -> Iterator[SerializedParts | pa.RecordBatch]:
         encoded = self._encode(batch)
         self._records.inc(len(batch))
         self._documents.inc(sum(1 for e in batch if e.features.window == 0))
         self._progress.add(len(batch))
         yield from encoded
-
-
-class _EncodeExamples(_EncodeBatches):
-    """Batches of Embeddings → serialized tf.Examples, as parts for the TFRecord shard sink."""
-
-    def setup(self) -> None:
-        super().setup()
-        self._encoder = ExampleEncoder(self._outputs, self._sequence_dtype, self._whitening_dims)
-
-    def _encode(self, batch: Sequence[Embedding]) -> list[SerializedParts]:
-        return self._encoder.encode_parts(batch)
-
-
-class _EncodeArrowBatches(_EncodeBatches):
-    """Batches of Embeddings → one Arrow record batch each, for the Parquet shard sink."""
-
-    def setup(self) -> None:
-        super().setup()
-        self._encoder = ArrowEncoder(self._outputs, self._sequence_dtype, self._whitening_dims)
-
-    def _encode(self, batch: Sequence[Embedding]) -> list[pa.RecordBatch]:
-        return [self._encoder.encode(batch)]
 
 
 class _Progress:
@@ -150,12 +132,12 @@ class WriteEmbeddings(beam.PTransform[beam.PCollection[Embedding], dict[str, bea
                                                        max_batch_size=_ENCODE_BATCH)
         )
         suffix = shard_suffix(self._compression, self._format)
-        layout = (self._outputs, self._sequence_dtype, self._whitening_dims)
+        encode = _EncodeBatches(self._format, self._outputs, self._sequence_dtype, self._whitening_dims)
         if self._format == schema.PARQUET:
             arrow = arrow_schema(self._outputs, self._hidden_size, self._sequence_dtype, self._whitening_dims)
             written = (
                 batches
-                | "EncodeArrowBatches" >> beam.ParDo(_EncodeArrowBatches(*layout))
+                | "EncodeArrowBatches" >> beam.ParDo(encode)
                 | "WriteParquet" >> beam.io.Write(ParquetShardSink(
                     self._prefix, suffix, self._num_shards, arrow,
                     writer_options(PARQUET_CODECS[self._compression], arrow)))
@@ -163,7 +145,7 @@ class WriteEmbeddings(beam.PTransform[beam.PCollection[Embedding], dict[str, bea
         else:
             written = (
                 batches
-                | "EncodeExamples" >> beam.ParDo(_EncodeExamples(*layout))
+                | "EncodeExamples" >> beam.ParDo(encode)
                 | "WriteTFRecords" >> beam.io.Write(TFRecordShardSink(
                     self._prefix,
                     file_name_suffix=suffix,
